@@ -1,0 +1,1 @@
+"""loadshape: the service package (stream processing, CLI, emitter, broker management)."""

@@ -1,0 +1,1 @@
+"""One module per ``loadshape`` subcommand; see ``app.cli``."""

@@ -1,0 +1,107 @@
+"""One frozen settings object; the only place that reads the environment.
+
+Every field can be set as ``LOADSHAPE_<FIELD>`` (upper case). Secrets are ``SecretStr`` and
+print masked:
+
+>>> s = Settings(sasl_password="hunter2", recalibration_key="k")
+>>> "hunter2" in repr(s) or "hunter2" in str(s)
+False
+>>> s.bootstrap_servers
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOADSHAPE_", frozen=True, extra="ignore")
+
+    # --- Kafka connection -------------------------------------------------------------
+    bootstrap_servers: str = Field("", description="host:port[,host:port]; default 127.0.0.1:<kafka_port>")
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+
+    # --- local broker managed by `loadshape kafka` --------------------------------------
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(0, ge=0, le=65535, description="0: kafka_port + 1")
+    kafka_home: Path = PROJECT_ROOT / ".kafka"
+    kafka_heap: str = "1g"
+
+    # --- topics -----------------------------------------------------------------------
+    topic_spans: str = "agent.spans"
+    topic_dlq: str = "agent.spans.dlq"
+    topic_otlp: str = "otlp_spans"
+    topic_sessions: str = "loadshape.sessions"
+    topic_alerts: str = "loadshape.alerts"
+    topic_recalibrations: str = "routing.recalibrations"
+    spans_partitions: int = Field(4, ge=1)
+    sessions_partitions: int = Field(4, ge=1)
+    alerts_partitions: int = Field(1, ge=1)
+    dlq_partitions: int = Field(1, ge=1)
+    otlp_partitions: int = Field(4, ge=1)
+    recalibrations_partitions: int = Field(1, ge=1)
+
+    # --- stream processing --------------------------------------------------------------
+    app_id: str = "loadshape"
+    state_dir: Path = PROJECT_ROOT / ".state"
+    session_idle_timeout_s: float = Field(300.0, gt=0)
+    reorder_lateness_s: float = Field(30.0, ge=0)
+    web_port: int = Field(6066, ge=1, le=65535)
+    metrics_max_segments: int = Field(20, ge=1)
+    otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = "auto"
+
+    # --- closed loop --------------------------------------------------------------------
+    recalibration_key: SecretStr | None = None
+    assumptions_file: Path | None = None
+    policy_file: Path | None = None
+    recalibration_mode: Literal["propose", "auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        if not self.bootstrap_servers:
+            object.__setattr__(self, "bootstrap_servers", f"127.0.0.1:{self.kafka_port}")
+        if not self.kafka_controller_port:
+            object.__setattr__(self, "kafka_controller_port", self.kafka_port + 1)
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
+        return self
+
+    def all_topics(self) -> dict[str, int]:
+        """Topic name -> partition count, for bootstrap."""
+        return {
+            self.topic_spans: self.spans_partitions,
+            self.topic_dlq: self.dlq_partitions,
+            self.topic_otlp: self.otlp_partitions,
+            self.topic_sessions: self.sessions_partitions,
+            self.topic_alerts: self.alerts_partitions,
+            self.topic_recalibrations: self.recalibrations_partitions,
+        }
+
+    def masked_dump(self) -> dict[str, object]:
+        """Settings as plain data with every secret shown as '**********'."""
+        out: dict[str, object] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = "**********"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out

@@ -1,0 +1,34 @@
+"""Write JSON Schema files for producers in other languages: ``python -m schemas.export``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from schemas import CONTRACTS
+
+JSON_DIR = Path(__file__).resolve().parent / "json"
+
+
+def render() -> dict[str, str]:
+    """File name -> JSON Schema text for every contract."""
+    out = {}
+    for name, model in CONTRACTS.items():
+        schema = model.model_json_schema(mode="validation")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"loadshape/{name}.schema.json"
+        out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def main() -> int:
+    JSON_DIR.mkdir(exist_ok=True)
+    for fname, text in render().items():
+        (JSON_DIR / fname).write_text(text, encoding="utf-8")
+        print(JSON_DIR / fname)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
