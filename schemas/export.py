@@ -22,7 +22,19 @@ def render() -> dict[str, str]:
     return out
 
 
-def main() -> int:
+def stale() -> list[str]:
+    """Names of committed schema files that differ from the models (or are missing)."""
+    return [f for f, text in render().items()
+            if not (JSON_DIR / f).exists() or (JSON_DIR / f).read_text(encoding="utf-8") != text]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--check" in argv:
+        bad = stale()
+        for f in bad:
+            print(f"schemas/json/{f} is stale: run `python -m schemas.export`", file=sys.stderr)
+        return 1 if bad else 0
     JSON_DIR.mkdir(exist_ok=True)
     for fname, text in render().items():
         (JSON_DIR / fname).write_text(text, encoding="utf-8")

@@ -42,7 +42,9 @@ def explain(err: ValidationError) -> tuple[str, str | None, str]:
     """(reason, first field, code) of a pydantic error, naming every bad field."""
     parts, first_field, code = [], None, "invalid_field"
     for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"]) or "(record)"
+        msg = e["msg"].removeprefix("Value error, ")
+        # model-level validators name their field as "field: ..." at the start of the message
+        loc = ".".join(str(p) for p in e["loc"]) or _leading_field(msg) or "(record)"
         if e["type"] == "json_invalid":
             return f"not valid JSON: {e['msg']}", None, "invalid_json"
         if e["type"] == "missing":
@@ -50,12 +52,16 @@ def explain(err: ValidationError) -> tuple[str, str | None, str]:
         first_field = first_field or loc
         shown = repr(e.get("input"))
         shown = shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "..."
-        msg = e["msg"].removeprefix("Value error, ")
         got = "" if e["type"] == "missing" or msg.startswith(loc) else f" (got {shown})"
         parts.append(msg if msg.startswith(loc) else f"{loc}: {msg}{got}")
     if first_field == "(record)":
         first_field = None
     return "; ".join(parts), first_field, code
+
+
+def _leading_field(msg: str) -> str | None:
+    head, sep, _ = msg.partition(": ")
+    return head if sep and head.isidentifier() else None
 
 
 def decode(model: type[M], raw: bytes | str) -> Decoded[M]:

@@ -1,0 +1,53 @@
+"""A dedicated real Kafka broker for the integration tests (KRaft, 127.0.0.1).
+
+It runs on its own port (``LOADSHAPE_TEST_KAFKA_PORT``, default 39092) with a fresh data
+directory, so it never touches a developer's broker; the jar cache is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+from app.broker import manager
+from app.broker.topics import TopicSpec, ensure_topics
+from app.settings import Settings
+
+
+def _test_settings(**overrides) -> Settings:
+    port = int(os.environ.get("LOADSHAPE_TEST_KAFKA_PORT", "39092"))
+    return Settings(kafka_port=port, bootstrap_servers=f"127.0.0.1:{port}", **overrides)
+
+
+@pytest.fixture(scope="session")
+def kafka_settings():
+    settings = _test_settings()
+    manager.wipe(settings)
+    try:
+        manager.up(settings)
+    except manager.BrokerError as err:
+        pytest.fail(f"could not start the test Kafka broker: {err}")
+    asyncio.run(ensure_topics(settings))
+    yield settings
+    manager.down(settings)
+
+
+@pytest.fixture
+def fresh_topics(kafka_settings):
+    """Settings whose topic names are unique to this test (topics created, same partitions)."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {
+        f: f"{getattr(kafka_settings, f)}.{suffix}"
+        for f in ("topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
+                  "topic_recalibrations")
+    }
+    settings = kafka_settings.model_copy(update={**names, "app_id": f"loadshape-{suffix}"})
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+def make_topic(settings: Settings, name: str, partitions: int = 1) -> None:
+    asyncio.run(ensure_topics(settings, [TopicSpec(name, partitions, {})]))
