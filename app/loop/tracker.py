@@ -1,0 +1,180 @@
+"""Track declared assumptions over a segment's live distribution and raise episodes.
+
+Pure and deterministic: state is explicit (``TrackerState``, JSON-serialisable via
+``to_dict``/``from_dict``), time is the event time of the session that was just folded, and
+alert ids are content hashes. One ``assumption_broken`` alert per episode; the episode ends
+with a ``resolved`` alert once the assumption holds again *with margin* for
+``resolve_after`` consecutive checks (hysteresis, so a value hovering at the bound does not
+flap).
+
+>>> from app.loop.assumptions import Assumption
+>>> a = Assumption(id="cap", segment={"agent": "support"}, metric="context_tokens",
+...                stat="p95", op="<=", bound=16000, why="we cap context at 16K")
+>>> t = AssumptionTracker((a,), TrackerConfig(min_samples=30, resolve_after=2))
+>>> def st(p95, n=40):
+...     return {"context_tokens": MetricStats(n, p95, p95, p95, p95, p95, p95)}
+>>> seg = Segment(agent="support")
+>>> state, alerts = t.observe(TrackerState(), seg, st(40000), 10, "s1")
+>>> [(x.kind, x.severity, x.observed, x.since) for x in alerts]
+[('assumption_broken', 'page', 40000.0, 10)]
+>>> state, alerts = t.observe(state, seg, st(41000), 11, "s2")   # same episode: silent
+>>> alerts
+[]
+>>> state, _ = t.observe(state, seg, st(9000), 12, "s3")
+>>> state, alerts = t.observe(state, seg, st(9000), 13, "s4")
+>>> [(x.kind, x.resolved_kind) for x in alerts]
+[('resolved', 'assumption_broken')]
+>>> t.gauges(state)
+{'cap': 1}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from app.core.stats import MetricStats, SegmentStats
+from app.loop.assumptions import Assumption, check
+from schemas.alert import Alert
+from schemas.common import DistributionSummary, Segment
+
+DETECTOR = "assumption"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    min_samples: int = 30  # judge only a distribution of at least this many sessions
+    margin: float = 0.05  # relative to |bound|: must hold by this much to count as recovered
+    resolve_after: int = 10  # consecutive recovered checks before the episode is resolved
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    alert_id: str
+    since: int
+    ok_streak: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerState:
+    """Open episodes, and the assumptions judged so far (enough samples), keyed
+    ``"<assumption id>@<segment key>"``."""
+
+    open: dict[str, Episode] = field(default_factory=dict)
+    judged: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"open": {k: asdict(v) for k, v in sorted(self.open.items())},
+                "judged": list(self.judged)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrackerState:
+        return cls(open={k: Episode(**v) for k, v in data.get("open", {}).items()},
+                   judged=tuple(data.get("judged", ())))
+
+
+class AssumptionTracker:
+    """Immutable set of assumptions plus the rules for opening and closing episodes."""
+
+    def __init__(self, assumptions: tuple[Assumption, ...], config: TrackerConfig = TrackerConfig()):
+        self.assumptions = tuple(assumptions)
+        self.config = config
+
+    def applicable(self, segment: Segment) -> tuple[Assumption, ...]:
+        """Assumptions declared for ``segment`` (an agent-only one covers its task types)."""
+        return tuple(a for a in self.assumptions if a.segment.matches(segment))
+
+    def observe(
+        self, state: TrackerState, segment: Segment, stats: SegmentStats, at_ns: int, session_id: str
+    ) -> tuple[TrackerState, list[Alert]]:
+        """Re-check ``segment``'s assumptions after one session; return new state and alerts."""
+        episodes, alerts, judged = dict(state.open), [], set(state.judged)
+        for a in self.applicable(segment):
+            key = f"{a.id}@{segment.key}"
+            stat = stats.get(a.metric)
+            if stat is not None and stat.n >= self.config.min_samples:
+                judged.add(key)
+            ep, alert = self._step(a, episodes.get(key), segment, stat, at_ns, session_id)
+            if ep is None:
+                episodes.pop(key, None)
+            else:
+                episodes[key] = ep
+            if alert is not None:
+                alerts.append(alert)
+        return TrackerState(open=episodes, judged=tuple(sorted(judged))), alerts
+
+    def gauges(self, state: TrackerState) -> dict[str, int]:
+        """Gauge per assumption judged in ``state``: 1 holds, 0 broken (an open episode).
+
+        Only judged ones: with one state per segment, a segment must not report 1 for an
+        assumption about another segment.
+        """
+        broken = {k.partition("@")[0] for k in state.open}
+        ids = sorted({k.partition("@")[0] for k in state.judged} | broken)
+        return {i: int(i not in broken) for i in ids}
+
+    def _step(self, a, ep, segment, stats, at_ns, session_id):
+        res = check(a, stats)
+        if res.holds is None or res.n < self.config.min_samples:
+            return ep, None  # too little evidence to open or close an episode
+        if ep is None:
+            if res.holds:
+                return None, None
+            alert = broken_alert(a, segment, stats, at_ns, session_id)
+            return Episode(alert_id=alert.alert_id, since=at_ns), alert
+        margin = abs(a.bound) * self.config.margin
+        if not a.holds_for(res.observed, margin):
+            return replace(ep, ok_streak=0), None
+        if ep.ok_streak + 1 < self.config.resolve_after:
+            return replace(ep, ok_streak=ep.ok_streak + 1), None
+        return None, resolved_alert(a, segment, stats, ep, at_ns, session_id)
+
+
+def content_id(*parts: Any) -> str:
+    """Deterministic alert id: a hash of what the alert is about.
+
+    >>> content_id("a", 1) == content_id("a", 1) != content_id("a", 2)
+    True
+    """
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def broken_alert(
+    a: Assumption, segment: Segment, stats: MetricStats, at_ns: int, session_id: str
+) -> Alert:
+    observed = stats.get(a.stat)
+    message = (
+        f"Workload assumption broken: {a.sentence} no longer holds "
+        f"(observed {a.stat} = {observed:g} over n={stats.n} sessions). "
+        f"It was assumed because: {a.why} "
+        "This needs an architectural review, not a budget warning."
+    )
+    return Alert(
+        alert_id=content_id("assumption_broken", a.id, segment.key, at_ns, session_id),
+        kind="assumption_broken", metric=a.metric, segment=segment, detector=DETECTOR,
+        severity="page", detected_at=at_ns, current=_summary(stats),
+        assumption=a.model_dump(mode="json"), message=message,
+        observed=observed, since=at_ns, session_id=session_id, assumption_id=a.id,
+    )
+
+
+def resolved_alert(
+    a: Assumption, segment: Segment, stats: MetricStats, ep: Episode, at_ns: int, session_id: str
+) -> Alert:
+    observed = stats.get(a.stat)
+    return Alert(
+        alert_id=content_id("resolved", ep.alert_id, at_ns, session_id),
+        kind="resolved", metric=a.metric, segment=segment, detector=DETECTOR,
+        severity="info", detected_at=at_ns, current=_summary(stats),
+        assumption=a.model_dump(mode="json"), resolves=ep.alert_id,
+        resolved_kind="assumption_broken",
+        message=f"Workload assumption holds again: {a.sentence} (observed {a.stat} = {observed:g}).",
+        observed=observed, since=ep.since, session_id=session_id, assumption_id=a.id,
+    )
+
+
+def _summary(stats: MetricStats) -> DistributionSummary:
+    return DistributionSummary(**stats.summary())
