@@ -1,20 +1,23 @@
 """Event-time reorder buffer for closed sessions, one per segment.
 
 Kafka interleaves partitions differently from a file, so stage 2 would see a segment's
-sessions in a run-dependent order. The buffer releases them in ``(end_time, session_id)``
-order once the segment's watermark (the latest end time seen) has passed them by
-``lateness_ns``: any two runs whose disorder stays within the lateness feed the detectors
-the same sequence. A session older than what was already released is passed through
-at once and counted as late (nothing is dropped).
+sessions in a run-dependent order. The buffer holds them and releases, in
+``(end_time, session_id)`` order, those the caller's event-time bound has passed (stage 2
+derives the bound from every source partition's watermark, see ``watermarks``): any two
+runs whose disorder stays within that bound feed the detectors the same sequence. A session
+older than what was already released passes through at once and is counted as late
+(nothing is dropped).
 
 >>> buf = ReorderState()
->>> buf, out = push(buf, (30, "c"), "C", lateness_ns=10)
->>> buf, out2 = push(buf, (25, "a"), "A", lateness_ns=10)
->>> out, out2
-([], [])
->>> buf, out = push(buf, (45, "d"), "D", lateness_ns=10)
+>>> buf, out = push(buf, (30, "c"), "C")
+>>> buf, out = push(buf, (25, "a"), "A")
 >>> out
+[]
+>>> buf, out = push(buf, (45, "d"), "D")
+>>> release(buf, 35)[1]
 ['A', 'C']
+>>> push(buf, (20, "z"), "Z")[1], buf.late        # behind what was released: passes, counted
+(['Z'], 1)
 >>> drain(buf)[1]
 ['D']
 """
@@ -47,14 +50,19 @@ class ReorderState:
                    released_upto=tuple(d["released_upto"]), late=d["late"])
 
 
-def push(state: ReorderState, key: SortKey, item: Any, *, lateness_ns: int) -> tuple[ReorderState, list]:
-    """Add ``item`` (sorted by ``key``); return the items now safe to release, in order."""
+def push(state: ReorderState, key: SortKey, item: Any) -> tuple[ReorderState, list]:
+    """Buffer ``item`` under ``key``; returns ``[item]`` only if it is already late."""
     if key <= state.released_upto:
         state.late += 1
         return state, [item]
     heapq.heappush(state.heap, (key[0], key[1], item))
     state.watermark = max(state.watermark, key[0])
-    return state, _release(state, state.watermark - lateness_ns)
+    return state, []
+
+
+def release(state: ReorderState, upto_ns: int | None) -> tuple[ReorderState, list]:
+    """Release, in order, every buffered item whose end time is <= ``upto_ns``."""
+    return state, ([] if upto_ns is None else _release(state, upto_ns))
 
 
 def _release(state: ReorderState, upto_ns: int) -> list:

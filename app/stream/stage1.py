@@ -1,0 +1,119 @@
+"""Stage 1 shell: spans keyed by session -> session table -> closed SessionShapes.
+
+Per event: decode (bad records -> DLQ), re-key mis-keyed records, fold into the session's
+state (idempotent: a replayed span changes nothing), publish the SessionShape when the
+session ends, and close sessions that went idle in event time (watermark per partition).
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+from app.core.idle import IdleIndex
+from app.core.stage1 import SessionStep
+from app.stream.deadletter import dead_letter
+from schemas.validation import decode_span
+
+
+HEARTBEAT_EVERY = 128  # spans per partition between watermark heartbeats
+WATERMARK_KEY = b"__watermark__"
+
+
+class Stage1:
+    def __init__(self, app, settings, topics, metrics, step: SessionStep) -> None:
+        self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
+        self.table = app.Table("sessions", partitions=settings.spans_partitions, key_type=bytes,
+                               value_type=bytes)
+        self.idle: dict[int, IdleIndex] = {}
+        self.watermark: dict[int, int] = {}
+        self.timeout_ns = int(settings.session_idle_timeout_s * 1e9)
+        self._partitioner = DefaultPartitioner()
+        self._since_heartbeat: dict[int, int] = {}
+        app.on_partitions_assigned.connect(self._on_assigned)
+        app.agent(topics.spans, name="stage1-sessions")(self.run)
+
+    async def _on_assigned(self, sender, assigned, **kwargs) -> None:
+        self.idle.clear()  # rebuilt lazily per partition from the (recovered) table
+
+    async def run(self, stream) -> None:
+        async for event in stream.events():
+            await self.handle(event.key, event.value, event.message.partition, event.message.offset)
+
+    async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
+        decoded = decode_span(raw)
+        if not decoded.ok:
+            await self._dead_letter(raw, decoded, key, partition, offset)
+            return
+        span = decoded.value
+        skey = span.session_id.encode()
+        if key != skey:
+            # A session's spans must meet in one partition: re-publish under the right key.
+            await self.topics.spans.send(key=skey, value=raw)
+            return
+        self.metrics.count_span(span.end_time_unix_nano)
+        index = self._index(partition)
+        result = self.step.apply(self.table.get(skey), span)
+        self._store(skey, result.state)
+        if result.outcome == "late":
+            self.metrics.count_late_span()
+        if result.state is not None:
+            index.touch(span.session_id, result.last_event_ns)
+        if result.closed is not None:
+            await self._publish(result.closed)
+        await self._expire(partition, span.end_time_unix_nano, index)
+
+    async def _expire(self, partition: int, event_ns: int, index: IdleIndex) -> None:
+        wm = max(self.watermark.get(partition, 0), event_ns)
+        self.watermark[partition] = wm
+        for sid in index.expired(watermark_ns=wm, timeout_ns=self.timeout_ns):
+            skey = sid.encode()
+            result = self.step.expire(self.table.get(skey), wm)
+            self._store(skey, result.state)
+            if result.state is not None:
+                index.touch(sid, result.last_event_ns)
+            if result.closed is not None:
+                await self._publish(result.closed)
+        self.metrics.set_sessions_open(sum(len(i) for i in self.idle.values()))
+        await self._heartbeat(partition, wm)
+
+    async def _heartbeat(self, partition: int, wm: int) -> None:
+        """Tell every stage-2 partition how far this partition's event time has come.
+
+        Sent after the sessions it covers (same producer, per-partition order), so stage 2
+        can release buffered sessions once every source has passed them."""
+        n = self._since_heartbeat.get(partition, 0) + 1
+        self._since_heartbeat[partition] = n
+        if n < HEARTBEAT_EVERY:
+            return
+        self._since_heartbeat[partition] = 0
+        value = orjson.dumps({"src": partition, "wm": wm})
+        for q in range(self.settings.sessions_partitions):
+            await self.topics.sessions.send(key=WATERMARK_KEY, value=value, partition=q)
+
+    def _store(self, skey: bytes, state: bytes | None) -> None:
+        if state is None:
+            self.table.pop(skey, None)
+        elif self.table.get(skey) != state:
+            self.table[skey] = state
+
+    async def _publish(self, shape) -> None:
+        self.metrics.count_session_closed(shape.closed_by)
+        await self.topics.sessions.send(key=shape.segment.key.encode(),
+                                        value=shape.model_dump_json().encode())
+
+    def _index(self, partition: int) -> IdleIndex:
+        index = self.idle.get(partition)
+        if index is None:
+            index = self.idle[partition] = IdleIndex()
+            n = self.settings.spans_partitions
+            for skey, state in list(self.table.data.items()):
+                if self._partitioner(skey, list(range(n)), list(range(n))) == partition:
+                    index.touch(skey.decode(), self.step.last_event_ns(state))
+        return index
+
+    async def _dead_letter(self, raw, decoded, key, partition, offset) -> None:
+        self.metrics.count_dead_letter(decoded.code)
+        dl = dead_letter(raw, decoded, source=self.settings.topic_spans, partition=partition,
+                         offset=offset)
+        await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode())

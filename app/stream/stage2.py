@@ -1,0 +1,101 @@
+"""Stage 2 shell: SessionShapes keyed by segment -> segment table -> alerts.
+
+The segment's state (reorder buffer, sketches, detectors, episodes, assumption checks)
+is one bytes value produced by the pure ``SegmentStep``; this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+from app.core.stage2 import SegmentStep
+from app.core.watermarks import SourceWatermarks
+from app.stream.deadletter import dead_letter
+from schemas.session import SessionShape
+from schemas.validation import decode
+
+
+WATERMARK_KEY = b"__watermark__"
+
+
+class Stage2:
+    def __init__(self, app, settings, topics, metrics, step: SegmentStep) -> None:
+        self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
+        self.table = app.Table("segments", partitions=settings.sessions_partitions, key_type=bytes,
+                               value_type=bytes)
+        self.sources: dict[int, SourceWatermarks] = {}
+        self.segments: dict[int, set[bytes]] = {}
+        self._partitioner = DefaultPartitioner()
+        app.agent(topics.sessions, name="stage2-segments")(self.run)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    async def _on_assigned(self, sender, assigned, **kwargs) -> None:
+        self.segments.clear()  # rebuilt lazily per partition from the (recovered) table
+
+    async def run(self, stream) -> None:
+        async for event in stream.events():
+            await self.handle(event.key, event.value, event.message.partition, event.message.offset)
+
+    async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
+        if key == WATERMARK_KEY:
+            await self._heartbeat(raw, partition)
+            return
+        decoded = decode(SessionShape, raw)
+        if not decoded.ok:
+            self.metrics.count_dead_letter(decoded.code)
+            dl = dead_letter(raw, decoded, source=self.settings.topic_sessions, partition=partition,
+                             offset=offset)
+            await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode())
+            return
+        shape = decoded.value
+        seg_key = shape.segment.key
+        self._segments(partition).add(seg_key.encode())
+        result = self.step.apply(self.table.get(seg_key.encode()), shape, self._watermark(partition))
+        await self._emit(seg_key, result)
+
+    async def _heartbeat(self, raw: bytes, partition: int) -> None:
+        beat = orjson.loads(raw)
+        self._sources(partition).update(int(beat["src"]), int(beat["wm"]))
+        upto = self._watermark(partition)
+        for seg in sorted(self._segments(partition)):
+            stored = self.table.get(seg)
+            if stored is not None and self.step.pending(stored):
+                await self._emit(seg.decode(), self.step.advance(stored, upto))
+
+    def _watermark(self, partition: int) -> int | None:
+        return self._sources(partition).release_upto(lateness_ns=0)
+
+    def _sources(self, partition: int) -> SourceWatermarks:
+        found = self.sources.get(partition)
+        if found is None:
+            found = self.sources[partition] = SourceWatermarks(
+                expected=self.settings.spans_partitions,
+                idle_ns=int(self.settings.source_idle_s * 1e9))
+        return found
+
+    def _segments(self, partition: int) -> set[bytes]:
+        found = self.segments.get(partition)
+        if found is None:
+            n = self.settings.sessions_partitions
+            found = self.segments[partition] = {
+                k for k in list(self.table.data.keys())
+                if self._partitioner(k, list(range(n)), list(range(n))) == partition}
+        return found
+
+    async def _emit(self, seg_key: str, result) -> None:
+        self.table[seg_key.encode()] = result.state
+        for released in result.released:
+            self.metrics.observe_session(seg_key, released)
+        for alert in result.alerts:
+            self.metrics.count_alert_published(alert.kind)
+            await self.topics.alerts.send(key=seg_key.encode(), value=alert.model_dump_json().encode())
+        self._gauges(seg_key, result)
+
+    def _gauges(self, seg_key: str, result) -> None:
+        for metric, q in result.quantiles.items():
+            self.metrics.set_quantiles(seg_key, metric, *q)
+        for metric, is_open in result.episodes.items():
+            self.metrics.set_drift_episode(seg_key, metric, is_open)
+        for assumption_id, holds in result.assumptions.items():
+            self.metrics.set_assumption(assumption_id, seg_key, holds)

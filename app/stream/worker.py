@@ -1,0 +1,28 @@
+"""Wire the worker: Faust app + stage 1 + stage 2 + metrics endpoint.
+
+Everything is built here from injected settings and registry; nothing global.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from app.core.stage1 import SessionStep
+from app.core.stage2 import SegmentStep
+from app.metrics import LoadshapeMetrics
+from app.settings import Settings
+from app.stream.app import make_app, make_topics
+from app.stream.lag import register_lag_timer
+from app.stream.stage1 import Stage1
+from app.stream.stage2 import Stage2
+
+
+def build_worker(settings: Settings, registry: CollectorRegistry):
+    """(faust app, metrics bundle) with both stages registered."""
+    app = make_app(settings)
+    topics = make_topics(app, settings)
+    metrics = LoadshapeMetrics.create(registry, max_segments=settings.metrics_max_segments)
+    Stage1(app, settings, topics, metrics, SessionStep.from_settings(settings))
+    Stage2(app, settings, topics, metrics, SegmentStep.from_settings(settings))
+    register_lag_timer(app, metrics, {settings.topic_spans, settings.topic_sessions})
+    return app, metrics
