@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--sessions-out", type=Path, help="SessionShape JSON lines")
     p.add_argument("--assumptions", type=Path, help="workload assumptions YAML to check")
     p.add_argument("--no-flush", action="store_true",
-                   help="don't close open sessions / drain buffers at the end (= what a live worker has emitted)")
+                   help="don't close open sessions or drain buffers at the end "
+                        "(= what a live worker has emitted)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(handler=run)
 

@@ -1,84 +1,72 @@
-"""The simulator's model catalog, its static initial routing policy and the router interface.
+"""The simulator's reference world and the router interface.
+
+The reference world is ``examples/policy.yaml`` (policy ``reference``): its model catalog is
+the simulated models' truth -- a model really handles task complexity up to its
+``capability`` -- and the default router serves that policy exactly as a gateway would
+(``app.loop.policy.route`` with the call's context demand known).
 
 A *router* is any callable ``(segment, complexity, context_demand) -> (model, route,
-context_limit)``: the simulated agent asks it before every LLM call. The default router
-serves ``default_policy()`` the way a gateway would (first rule whose ``max_complexity`` is
->= the task's complexity; context limit = min(model window, segment cap)). A gateway client
-can be plugged in instead for a closed-loop run.
+context_limit)``: the simulated agent asks it before every LLM call. A gateway
+(``app.loop.gateway.Gateway``) can be plugged in instead for a closed-loop run
+(``app.loop.closed_loop``).
 
-The static policy routes tasks up to complexity 0.7 to the small model, which sends about
-80% of calls there -- but the small model only *handles* complexity up to 0.55. Tasks in
-between are misrouted: they fail and are retried, escalated (see ``app.simulate.agents``).
+The reference policy routes tasks up to complexity 0.7 to ``haiku-s``, which sends about
+80% of calls there -- but ``haiku-s`` only *handles* complexity up to 0.5. Tasks in between
+are misrouted: they fail and are retried, escalated (see ``app.simulate.agents``).
 
 >>> route = policy_router(default_policy())
->>> route(Segment(agent="support"), 0.3, 50_000)
-('compact-s', 'support:le0.7', 16384)
->>> route(Segment(agent="search"), 0.9, 50_000)
-('frontier-l', 'search:le1', 131072)
->>> route(Segment(agent="unknown-agent"), 0.3, 1)
-('compact-s', '*:le0.7', 16384)
+>>> route(Segment(agent="support"), 0.3, 8_000)
+('haiku-s', 'support:routes[0]', 16384)
+>>> route(Segment(agent="support"), 0.9, 50_000)   # capped at 16K: truncated
+('opus-l', 'support:routes[1]', 16384)
+>>> route(Segment(agent="search"), 0.3, 50_000)    # beyond haiku-s's window, under search's cap
+('opus-l', 'search:routes[0]+window', 131072)
+>>> route(Segment(agent="unknown-agent"), 0.3, 1)  # no segment policy: cheapest capable model
+('haiku-s', 'default', 16384)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from app.loop.policy import EXAMPLE_POLICY, load_policy, route
 from schemas.common import Segment
-from schemas.policy import ModelSpec, RouteRule, RoutingPolicy, SegmentPolicy
+from schemas.policy import ModelSpec, RoutingPolicy
 
 # (model, route, context_limit); context_limit None means no limit is known.
 Decision = tuple[str, str | None, int | None]
 Router = Callable[[Segment, float, int], Decision]
 
-SMALL = ModelSpec(name="compact-s", tier=1, capability=0.55, context_window=131_072)
-LARGE = ModelSpec(name="frontier-l", tier=3, capability=0.95, context_window=200_000)
-MODELS: tuple[ModelSpec, ...] = (SMALL, LARGE)
-SMALL_MAX_COMPLEXITY = 0.7  # the static threshold: set for an 80% small-model share
-CONTEXT_CAPS: tuple[tuple[str, int], ...] = (
-    ("dev-assistant", 16_384), ("support", 16_384), ("search", 131_072), ("*", 16_384),
-)
+REFERENCE_POLICY = EXAMPLE_POLICY  # examples/policy.yaml: the single source of truth
+MODELS: tuple[ModelSpec, ...] = tuple(load_policy(REFERENCE_POLICY).models)  # frozen specs
+SMALL = min(MODELS, key=lambda m: (m.tier, m.context_window, m.name))  # haiku-s
+LARGE = max(MODELS, key=lambda m: (m.capability, m.context_window, -m.tier))  # opus-l
 
 
 def capabilities(models: tuple[ModelSpec, ...] = MODELS) -> dict[str, float]:
-    """Model name -> the highest complexity it really handles (the simulated world's truth)."""
+    """Model name -> the highest complexity it really handles (the simulated world's truth).
+
+    >>> capabilities()
+    {'haiku-s': 0.5, 'opus-l': 1.0}
+    """
     return {m.name: m.capability for m in models}
 
 
-def default_policy(policy_id: str = "sim-default") -> RoutingPolicy:
-    """The static initial policy: small model up to 0.7, large above; 16K caps (search: 128K)."""
-    routes = [RouteRule(max_complexity=SMALL_MAX_COMPLEXITY, model=SMALL.name),
-              RouteRule(max_complexity=1.0, model=LARGE.name)]
-    segments = [
-        SegmentPolicy(segment=Segment(agent=agent), routes=routes, context_cap=cap,
-                      retry_budget=2)
-        for agent, cap in CONTEXT_CAPS
-    ]
-    return RoutingPolicy(policy_id=policy_id, version=1, models=list(MODELS), segments=segments)
+def default_policy() -> RoutingPolicy:
+    """The reference policy, freshly loaded from ``examples/policy.yaml`` (version 1).
+
+    >>> p = default_policy()
+    >>> p.policy_id, p.version, p.models == list(MODELS)
+    ('reference', 1, True)
+    """
+    return load_policy(REFERENCE_POLICY)
 
 
 def policy_router(policy: RoutingPolicy) -> Router:
-    """A router serving ``policy``; rules are resolved once per segment, then cached."""
-    cache: dict[Segment, list[tuple[float, Decision]]] = {}
+    """A router serving ``policy`` with ``app.loop.policy.route`` (the gateway's decision);
+    the route is the deciding rule, the context limit the effective cap."""
+    def decide(segment: Segment, complexity: float, context_demand: int) -> Decision:
+        d = route(policy, segment, complexity, context_demand)
+        return d.model, d.rule, d.context_cap
 
-    def rules(segment: Segment) -> list[tuple[float, Decision]]:
-        seg_policy = policy.for_segment(segment)
-        if seg_policy is None:
-            raise LookupError(f"policy {policy.policy_id!r} has no rule for {segment.key!r}")
-        out = []
-        for rule in seg_policy.routes:
-            window = policy.model(rule.model).context_window
-            route = f"{seg_policy.segment.key}:le{rule.max_complexity:g}"
-            out.append((rule.max_complexity, (rule.model, route,
-                                              min(window, seg_policy.context_cap))))
-        return out
-
-    def route(segment: Segment, complexity: float, context_demand: int) -> Decision:
-        found = cache.get(segment)
-        if found is None:
-            found = cache[segment] = rules(segment)
-        for max_complexity, decision in found:
-            if complexity <= max_complexity:
-                return decision
-        return found[-1][1]
-
-    return route
+    return decide

@@ -15,7 +15,6 @@ from app.core.stage1 import SessionStep
 from app.stream.deadletter import dead_letter
 from schemas.validation import decode_span
 
-
 HEARTBEAT_EVERY = 128  # spans per partition between watermark heartbeats
 WATERMARK_KEY = b"__watermark__"
 

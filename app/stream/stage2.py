@@ -15,7 +15,6 @@ from app.stream.deadletter import dead_letter
 from schemas.session import SessionShape
 from schemas.validation import decode
 
-
 WATERMARK_KEY = b"__watermark__"
 
 
