@@ -48,7 +48,7 @@ class Replayer:
         self.s1, self.s2, self.timeout_ns = session_step, segment_step, idle_timeout_ns
         self.sinks = sinks or ReplaySinks()
         self.sessions: dict[str, bytes] = {}
-        self.segments: dict[str, bytes] = {}
+        self.segments: dict[str, object] = {}  # segment key -> SegmentEntry (live objects)
         self.idle = IdleIndex()
         self.watermark = 0
         self._tick = 0
@@ -93,7 +93,7 @@ class Replayer:
         self.sinks.session(shape)
         key = shape.segment.key
         res = self.s2.apply(self.segments.get(key), shape, self.watermark)
-        self.segments[key] = res.state
+        self.segments[key] = res.entry
         self._alerts(res.alerts)
         self._advance_others(key)
 
@@ -102,11 +102,9 @@ class Replayer:
         self._tick += 1
         if self._tick % 64:
             return
-        for key, stored in self.segments.items():
-            if key != except_key and self.s2.pending(stored):
-                res = self.s2.advance(stored, self.watermark)
-                self.segments[key] = res.state
-                self._alerts(res.alerts)
+        for key, entry in self.segments.items():
+            if key != except_key and self.s2.pending(entry):
+                self._alerts(self.s2.advance(entry, self.watermark).alerts)
 
     def _alerts(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:
@@ -121,9 +119,7 @@ class Replayer:
                 if res.closed is not None:
                     self._segment(res.closed)
             for key in sorted(self.segments):
-                res = self.s2.drain(self.segments[key])
-                self.segments[key] = res.state
-                self._alerts(res.alerts)
+                self._alerts(self.s2.drain(self.segments[key]).alerts)
         return self.result
 
 

@@ -1,18 +1,21 @@
 """Stage 2 step: a segment's closed sessions -> drift and assumption alerts.
 
-bytes-in, bytes-out, shared by the worker and replay. One stored value per segment holds:
-the event-time reorder buffer (so every run feeds the detectors the same sequence), the
-segment monitor's state (sketches, detectors, episodes) and the assumption tracker's state.
+Shared by the worker and replay. A segment's entry holds the event-time reorder buffer (so
+every run feeds the detectors the same sequence), the segment monitor's state (sketches,
+detectors, episodes) and the assumption tracker's state. ``dump``/``load`` turn an entry
+into the bytes a Faust table stores; replay keeps entries as objects and never encodes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
 
 from app.core import reorder
 from app.core.segment import MonitorConfig, SegmentMonitor, SegmentState
+from app.core.stats import MetricStats
 from app.loop.tracker import AssumptionTracker, TrackerState
 from schemas.alert import Alert
 from schemas.session import SessionShape
@@ -21,8 +24,15 @@ GAUGE_EVERY = 25  # sessions between quantile-gauge refreshes (reading sketches 
 
 
 @dataclass(slots=True)
+class SegmentEntry:
+    buffer: reorder.ReorderState
+    monitor: SegmentState
+    tracker: TrackerState
+
+
+@dataclass(slots=True)
 class Step2Result:
-    state: bytes
+    entry: SegmentEntry
     alerts: list[Alert] = field(default_factory=list)
     released: list[SessionShape] = field(default_factory=list)
     quantiles: dict[str, tuple[float, float, float]] = field(default_factory=dict)
@@ -31,7 +41,7 @@ class Step2Result:
 
 
 class SegmentStep:
-    """Owns no state: ``apply(stored, shape)`` and ``drain(stored)`` return new stored bytes."""
+    """Owns no state: every method maps an entry (and input) to a new entry and outputs."""
 
     def __init__(self, monitor: SegmentMonitor, *, lateness_ns: int,
                  tracker: AssumptionTracker | None = None) -> None:
@@ -47,63 +57,90 @@ class SegmentStep:
         return cls(SegmentMonitor(monitor_config), lateness_ns=int(settings.reorder_lateness_s * 1e9),
                    tracker=tracker)
 
-    def apply(self, stored: bytes | None, shape: SessionShape, watermark_ns: int | None) -> Step2Result:
+    # --- entries <-> bytes ------------------------------------------------------------
+    def new(self, shape: SessionShape) -> SegmentEntry:
+        return SegmentEntry(reorder.ReorderState(), self.monitor.initial(shape.segment), TrackerState())
+
+    @staticmethod
+    def dump(entry: SegmentEntry) -> bytes:
+        return orjson.dumps({"reorder": entry.buffer.to_dict(), "monitor": entry.monitor.to_dict(),
+                             "tracker": entry.tracker.to_dict()})
+
+    @staticmethod
+    def load(stored: bytes) -> SegmentEntry:
+        d = orjson.loads(stored)
+        return SegmentEntry(reorder.ReorderState.from_dict(d["reorder"]),
+                            SegmentState.from_dict(d["monitor"]), TrackerState.from_dict(d["tracker"]))
+
+    # --- steps ------------------------------------------------------------------------
+    def apply(self, entry: SegmentEntry | None, shape: SessionShape, watermark_ns: int | None) -> Step2Result:
         """Buffer ``shape``; release what all sources' ``watermark_ns`` - lateness has passed."""
-        buf, seg, trk = self._load(stored, shape)
+        entry = entry if entry is not None else self.new(shape)
         key = (shape.end_time_unix_nano, shape.session_id)
-        buf, late = reorder.push(buf, key, _compact(shape))
-        buf, ready = reorder.release(buf, self._bound(watermark_ns))
-        return self._fold(buf, seg, trk, [SessionShape.model_validate(d) for d in late + ready])
+        entry.buffer, late = reorder.push(entry.buffer, key, _compact(shape))
+        entry.buffer, ready = reorder.release(entry.buffer, self._bound(watermark_ns))
+        return self._fold(entry, late + ready)
 
-    def advance(self, stored: bytes, watermark_ns: int | None) -> Step2Result:
+    def advance(self, entry: SegmentEntry, watermark_ns: int | None) -> Step2Result:
         """Event time moved on (a heartbeat): release what is now safe."""
-        buf, seg, trk = self._load(stored, None)
-        buf, ready = reorder.release(buf, self._bound(watermark_ns))
-        return self._fold(buf, seg, trk, [SessionShape.model_validate(d) for d in ready])
+        entry.buffer, ready = reorder.release(entry.buffer, self._bound(watermark_ns))
+        return self._fold(entry, ready)
 
-    def drain(self, stored: bytes) -> Step2Result:
-        buf, seg, trk = self._load(stored, None)
-        buf, ready = reorder.drain(buf)
-        return self._fold(buf, seg, trk, [SessionShape.model_validate(d) for d in ready])
+    def drain(self, entry: SegmentEntry) -> Step2Result:
+        entry.buffer, ready = reorder.drain(entry.buffer)
+        return self._fold(entry, ready)
 
-    def pending(self, stored: bytes) -> int:
-        return len(orjson.loads(stored)["reorder"]["heap"])
+    @staticmethod
+    def pending(entry: SegmentEntry) -> int:
+        return reorder.pending(entry.buffer)
 
     def _bound(self, watermark_ns: int | None) -> int | None:
         return None if watermark_ns is None else watermark_ns - self.lateness_ns
 
-    def _fold(self, buf, seg, trk, shapes: list[SessionShape]) -> Step2Result:
-        res = Step2Result(state=b"")
-        for shape in shapes:
-            seg, alerts = self.monitor.fold(seg, shape)
+    def _fold(self, entry: SegmentEntry, ready: list[dict]) -> Step2Result:
+        res = Step2Result(entry=entry)
+        for data in ready:
+            shape = SessionShape.model_validate(data)
+            entry.monitor, alerts = self.monitor.fold(entry.monitor, shape)
             res.alerts.extend(alerts)
             res.released.append(shape)
             if self.tracker is not None and self.tracker.applicable(shape.segment):
-                stats = self.monitor.stats(seg)
-                trk, broken = self.tracker.observe(trk, shape.segment, stats,
-                                                   shape.end_time_unix_nano, shape.session_id)
+                entry.tracker, broken = self.tracker.observe(
+                    entry.tracker, shape.segment, _LazyStats(self.monitor, entry.monitor),
+                    shape.end_time_unix_nano, shape.session_id)
                 res.alerts.extend(broken)
         if res.released:
-            self._gauges(seg, trk, res)
-        res.state = orjson.dumps({"reorder": buf.to_dict(), "monitor": seg.to_dict(),
-                                  "tracker": trk.to_dict()})
+            self._gauges(entry, res)
         return res
 
-    def _gauges(self, seg, trk, res: Step2Result) -> None:
-        if seg.sessions % GAUGE_EVERY < len(res.released) or res.alerts:
-            for metric, s in self.monitor.stats(seg).items():
+    def _gauges(self, entry: SegmentEntry, res: Step2Result) -> None:
+        if entry.monitor.sessions % GAUGE_EVERY < len(res.released) or res.alerts:
+            for metric, s in self.monitor.stats(entry.monitor).items():
                 res.quantiles[metric] = (s.p50, s.p95, s.p99)
-            res.episodes = self.monitor.episodes(seg)
+            res.episodes = self.monitor.episodes(entry.monitor)
         if self.tracker is not None:
-            res.assumptions = {k: bool(v) for k, v in self.tracker.gauges(trk).items()}
+            res.assumptions = {k: bool(v) for k, v in self.tracker.gauges(entry.tracker).items()}
 
-    def _load(self, stored: bytes | None, shape: SessionShape | None):
-        if stored is None:
-            assert shape is not None
-            return reorder.ReorderState(), self.monitor.initial(shape.segment), TrackerState()
-        d = orjson.loads(stored)
-        return (reorder.ReorderState.from_dict(d["reorder"]), SegmentState.from_dict(d["monitor"]),
-                TrackerState.from_dict(d["tracker"]))
+
+class _LazyStats(Mapping):
+    """Per-metric stats computed on first access (an assumption reads one or two metrics)."""
+
+    def __init__(self, monitor: SegmentMonitor, state: SegmentState) -> None:
+        self._monitor, self._state, self._cache = monitor, state, {}
+
+    def __getitem__(self, metric: str) -> MetricStats:
+        if metric not in self._cache:
+            self._cache[metric] = self._monitor.metric_stats(self._state, metric)
+        found = self._cache[metric]
+        if found is None:
+            raise KeyError(metric)
+        return found
+
+    def __iter__(self):
+        return iter(self._state.metrics or {})
+
+    def __len__(self) -> int:
+        return len(self._state.metrics or {})
 
 
 def _compact(shape: SessionShape) -> dict:

@@ -25,12 +25,14 @@ class Stage2:
                                value_type=bytes)
         self.sources: dict[int, SourceWatermarks] = {}
         self.segments: dict[int, set[bytes]] = {}
+        self.entries: dict[bytes, object] = {}  # decoded table values, so we decode once
         self._partitioner = DefaultPartitioner()
         app.agent(topics.sessions, name="stage2-segments")(self.run)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, sender, assigned, **kwargs) -> None:
         self.segments.clear()  # rebuilt lazily per partition from the (recovered) table
+        self.entries.clear()
 
     async def run(self, stream) -> None:
         async for event in stream.events():
@@ -50,7 +52,7 @@ class Stage2:
         shape = decoded.value
         seg_key = shape.segment.key
         self._segments(partition).add(seg_key.encode())
-        result = self.step.apply(self.table.get(seg_key.encode()), shape, self._watermark(partition))
+        result = self.step.apply(self._entry(seg_key.encode()), shape, self._watermark(partition))
         await self._emit(seg_key, result)
 
     async def _heartbeat(self, raw: bytes, partition: int) -> None:
@@ -58,9 +60,18 @@ class Stage2:
         self._sources(partition).update(int(beat["src"]), int(beat["wm"]))
         upto = self._watermark(partition)
         for seg in sorted(self._segments(partition)):
+            entry = self._entry(seg)
+            if entry is not None and self.step.pending(entry):
+                await self._emit(seg.decode(), self.step.advance(entry, upto))
+
+    def _entry(self, seg: bytes):
+        """The segment's live entry: cached, or decoded from the (recovered) table."""
+        entry = self.entries.get(seg)
+        if entry is None:
             stored = self.table.get(seg)
-            if stored is not None and self.step.pending(stored):
-                await self._emit(seg.decode(), self.step.advance(stored, upto))
+            if stored is not None:
+                entry = self.entries[seg] = self.step.load(stored)
+        return entry
 
     def _watermark(self, partition: int) -> int | None:
         return self._sources(partition).release_upto(lateness_ns=0)
@@ -83,7 +94,9 @@ class Stage2:
         return found
 
     async def _emit(self, seg_key: str, result) -> None:
-        self.table[seg_key.encode()] = result.state
+        self.entries[seg_key.encode()] = result.entry
+        # The table (and its changelog) gets every new state: a restarted worker resumes from it.
+        self.table[seg_key.encode()] = self.step.dump(result.entry)
         for released in result.released:
             self.metrics.observe_session(seg_key, released)
         for alert in result.alerts:
