@@ -13,6 +13,7 @@ from app.metrics import LoadshapeMetrics
 from app.settings import Settings
 from app.stream.app import make_app, make_topics
 from app.stream.lag import register_lag_timer
+from app.stream.normalize import Normalize, catalog_windows
 from app.stream.stage1 import Stage1
 from app.stream.stage2 import Stage2
 
@@ -24,5 +25,6 @@ def build_worker(settings: Settings, registry: CollectorRegistry):
     metrics = LoadshapeMetrics.create(registry, max_segments=settings.metrics_max_segments)
     Stage1(app, settings, topics, metrics, SessionStep.from_settings(settings))
     Stage2(app, settings, topics, metrics, SegmentStep.from_settings(settings))
-    register_lag_timer(app, metrics, {settings.topic_spans, settings.topic_sessions})
+    Normalize(app, settings, topics, metrics, catalog_windows(settings))
+    register_lag_timer(app, metrics, {settings.topic_spans, settings.topic_sessions, settings.topic_otlp})
     return app, metrics
