@@ -11,16 +11,19 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from app.core.stage2 import SegmentStep
 from app.core.watermarks import SourceWatermarks
+from app.loop.recalibration_step import SegmentUpdate
 from app.stream.deadletter import dead_letter
 from schemas.session import SessionShape
 from schemas.validation import decode
 
 WATERMARK_KEY = b"__watermark__"
+UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
 
 
 class Stage2:
-    def __init__(self, app, settings, topics, metrics, step: SegmentStep) -> None:
+    def __init__(self, app, settings, topics, metrics, step: SegmentStep, updates=None) -> None:
         self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
+        self.updates = updates  # stage 3 (recalibration) sink, or None when no policy is set
         self.table = app.Table("segments", partitions=settings.sessions_partitions, key_type=bytes,
                                value_type=bytes)
         self.sources: dict[int, SourceWatermarks] = {}
@@ -103,6 +106,17 @@ class Stage2:
             self.metrics.count_alert_published(alert.kind)
             await self.topics.alerts.send(key=seg_key.encode(), value=alert.model_dump_json().encode())
         self._gauges(seg_key, result)
+        await self._update_policy(seg_key, result)
+
+    async def _update_policy(self, seg_key: str, result) -> None:
+        """Feed stage 3: on alerts, and every UPDATE_EVERY sessions of the segment."""
+        if self.updates is None or not result.released:
+            return
+        monitor = result.entry.monitor
+        if result.alerts or monitor.sessions % UPDATE_EVERY < len(result.released):
+            at = max(s.end_time_unix_nano for s in result.released)
+            stats = self.step.monitor.stats(monitor)
+            await self.updates(SegmentUpdate.of(seg_key, at, stats, result.alerts))
 
     def _gauges(self, seg_key: str, result) -> None:
         for metric, q in result.quantiles.items():

@@ -14,6 +14,7 @@ from app.settings import Settings
 from app.stream.app import make_app, make_topics
 from app.stream.lag import register_lag_timer
 from app.stream.normalize import Normalize, catalog_windows
+from app.stream.recalibrate import Stage3
 from app.stream.stage1 import Stage1
 from app.stream.stage2 import Stage2
 
@@ -24,7 +25,21 @@ def build_worker(settings: Settings, registry: CollectorRegistry):
     topics = make_topics(app, settings)
     metrics = LoadshapeMetrics.create(registry, max_segments=settings.metrics_max_segments)
     Stage1(app, settings, topics, metrics, SessionStep.from_settings(settings))
-    Stage2(app, settings, topics, metrics, SegmentStep.from_settings(settings))
+    stage3 = _stage3(app, settings, topics, metrics)
+    Stage2(app, settings, topics, metrics, SegmentStep.from_settings(settings),
+           updates=stage3.publish_update if stage3 is not None else None)
     Normalize(app, settings, topics, metrics, catalog_windows(settings))
     register_lag_timer(app, metrics, {settings.topic_spans, settings.topic_sessions, settings.topic_otlp})
     return app, metrics
+
+
+def _stage3(app, settings: Settings, topics, metrics) -> Stage3 | None:
+    """The recalibration stage, when a routing policy is configured."""
+    if settings.policy_file is None:
+        return None
+    from app.loop.policy import load_policy
+    from app.loop.recalibration_step import RecalibrationStep
+
+    key = settings.recalibration_key.get_secret_value() if settings.recalibration_key else None
+    step = RecalibrationStep(load_policy(settings.policy_file), key=key, mode=settings.recalibration_mode)
+    return Stage3(app, settings, topics, metrics, step)
