@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     reorder_lateness_s: float = Field(30.0, ge=0)
     source_idle_s: float = Field(300.0, gt=0,
                                  description="a span partition this far behind (event time) is idle")
+    baseline_sessions: int = Field(2000, ge=100, description="sessions per segment in a drift baseline")
     web_port: int = Field(6066, ge=1, le=65535)
     metrics_max_segments: int = Field(20, ge=1)
     otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = "auto"

@@ -54,6 +54,9 @@ class SegmentStep:
             from app.loop.assumptions import load_assumptions
 
             tracker = AssumptionTracker(load_assumptions(settings.assumptions_file))
+        if monitor_config is None:
+            n = settings.baseline_sessions
+            monitor_config = MonitorConfig(baseline_n=n, rebaseline_n=max(100, n // 2))
         return cls(SegmentMonitor(monitor_config), lateness_ns=int(settings.reorder_lateness_s * 1e9),
                    tracker=tracker)
 

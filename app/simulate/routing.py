@@ -11,7 +11,7 @@ context_limit)``: the simulated agent asks it before every LLM call. A gateway
 (``app.loop.closed_loop``).
 
 The reference policy routes tasks up to complexity 0.7 to ``haiku-s``, which sends about
-80% of calls there -- but ``haiku-s`` only *handles* complexity up to 0.5. Tasks in between
+80% of calls there -- but ``haiku-s`` only *handles* complexity up to 0.55. Tasks in between
 are misrouted: they fail and are retried, escalated (see ``app.simulate.agents``).
 
 >>> route = policy_router(default_policy())
@@ -19,10 +19,10 @@ are misrouted: they fail and are retried, escalated (see ``app.simulate.agents``
 ('haiku-s', 'support:routes[0]', 16384)
 >>> route(Segment(agent="support"), 0.9, 50_000)   # capped at 16K: truncated
 ('opus-l', 'support:routes[1]', 16384)
->>> route(Segment(agent="search"), 0.3, 50_000)    # beyond haiku-s's window, under search's cap
-('opus-l', 'search:routes[0]+window', 131072)
+>>> route(Segment(agent="search"), 0.3, 50_000)
+('haiku-s', 'search:routes[0]', 131072)
 >>> route(Segment(agent="unknown-agent"), 0.3, 1)  # no segment policy: cheapest capable model
-('haiku-s', 'default', 16384)
+('haiku-s', 'default', 131072)
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def capabilities(models: tuple[ModelSpec, ...] = MODELS) -> dict[str, float]:
     """Model name -> the highest complexity it really handles (the simulated world's truth).
 
     >>> capabilities()
-    {'haiku-s': 0.5, 'opus-l': 1.0}
+    {'haiku-s': 0.55, 'opus-l': 1.0}
     """
     return {m.name: m.capability for m in models}
 

@@ -31,10 +31,10 @@ def run(tmp_path_factory, kafka_settings):
         "topic_recalibrations")}
     settings = kafka_settings.model_copy(update={
         **names, "app_id": f"loadshape-it-{suffix}", "state_dir": tmp / "state",
-        "assumptions_file": ASSUMPTIONS})
+        "assumptions_file": ASSUMPTIONS, "baseline_sessions": 500})
     import asyncio
     asyncio.run(ensure_topics(settings))
-    data = workload_file(tmp / "spans.jsonl", scenario="dev-to-support", seed=7, sessions=3000,
+    data = workload_file(tmp / "spans.jsonl", scenario="dev-to-support", seed=7, sessions=4000,
                          partitions=settings.spans_partitions)
     records = keyed_lines(data)
     mixed = records[:500] + [(b"bad", m) for m in MALFORMED] + records[500:]

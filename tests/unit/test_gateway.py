@@ -100,7 +100,7 @@ def test_model_outside_catalog(policy):
     {"context_cap": 16384 * 4 + 1},  # more than x4
     {"context_cap": 8191},  # less than /2
     {"retry_budget": 6},  # +4
-    {"routes": [{"max_complexity": 0.49, "model": "haiku-s"}, {"max_complexity": 1.0, "model": "opus-l"}]},
+    {"routes": [{"max_complexity": 0.39, "model": "haiku-s"}, {"max_complexity": 1.0, "model": "opus-l"}]},
     {"routes": [{"max_complexity": 1.0, "model": "opus-l"}]},  # structural change
 ])
 def test_over_large_step(policy, support):
@@ -109,7 +109,7 @@ def test_over_large_step(policy, support):
 
 def test_steps_at_the_bounds_are_accepted(policy):
     support = {"context_cap": 65536, "retry_budget": 5, "routes": [
-        {"max_complexity": 0.5, "model": "haiku-s"}, {"max_complexity": 1.0, "model": "opus-l"}]}
+        {"max_complexity": 0.4, "model": "haiku-s"}, {"max_complexity": 1.0, "model": "opus-l"}]}
     assert Gateway(policy, KEY).offer(message(edit(policy, 2, support=support))).accepted
 
 
@@ -119,9 +119,9 @@ def test_removed_segment_wrong_policy_and_cap_above_window(policy):
     rejected(Gateway(policy, KEY), message(d), "step_too_large")
     other = edit(policy, 2, policy_id="other")
     rejected(Gateway(policy, KEY), message(other), "wrong_policy")
-    small_only = edit(policy, 2, support={"context_cap": 32768, "routes": [
-        {"max_complexity": 0.8, "model": "haiku-s"}, {"max_complexity": 1.0, "model": "haiku-s"}]})
-    rejected(Gateway(policy, KEY), message(small_only), "cap_above_window")
+    wide = edit(policy, 2)
+    wide["segments"][2]["context_cap"] = 262144  # search: x2 is within the step, not the windows
+    rejected(Gateway(policy, KEY), message(wide), "cap_above_window")
 
 
 def test_invalid_schema(policy):

@@ -56,6 +56,8 @@ def test_dev_to_support_shift_proposal(policy):
     assert top.name == "opus-l" and top.context_window >= support.context_cap
     haiku = rec.policy.model("haiku-s")
     assert support.routes[0].max_complexity <= haiku.capability
+    # the reference numbers: 16384 x 4 (truncating) x 1.25, clamped to the x4 step; 0.7 -> 0.55
+    assert (support.context_cap, support.routes[0].max_complexity) == (65536, 0.55)
     assert route(rec.policy, SUPPORT, 0.7).model == "opus-l"  # complex work to the capable tier
     assert route(rec.policy, SUPPORT, 0.3).model == "haiku-s"  # simple work stays cheap
     assert rec.policy.for_segment(Segment(agent="dev-assistant")) == policy.for_segment(

@@ -30,7 +30,7 @@ from app.simulate import (
     policy_router,
     write_jsonl,
 )
-from app.simulate.routing import LARGE, SMALL
+from app.simulate.routing import LARGE, SMALL, capabilities
 from schemas.session import METRICS
 from schemas.span import SpanEvent
 
@@ -291,6 +291,26 @@ def test_policy_router_follows_the_policy():
 
     assert route(Segment(agent="support"), 0.7, 1)[0] == SMALL.name
     assert route(Segment(agent="support"), 0.71, 1)[0] == LARGE.name
+
+
+def test_default_router_serves_the_reference_policy_file():
+    """One reference world: examples/policy.yaml is the simulator's policy and its catalog the
+    simulated models' truth; the default router decides exactly as ``app.loop.policy.route``."""
+    from app.loop.policy import EXAMPLE_POLICY, load_policy, route
+    from schemas.common import Segment
+
+    policy = load_policy(EXAMPLE_POLICY)
+    assert default_policy() == policy and policy.policy_id == "reference"
+    assert capabilities() == {m.name: m.capability for m in policy.models}
+    assert ground_truth(build("steady", sessions=1), 0)["model_capabilities"] == capabilities()
+    assert (SMALL.name, SMALL.capability, LARGE.name, LARGE.capability) == \
+        ("haiku-s", 0.55, "opus-l", 1.0)
+    router = policy_router(policy)
+    for agent in ("dev-assistant", "support", "search", "other"):
+        for c in (0.0, 0.55, 0.7, 0.71, 1.0):
+            for demand in (1, 20_000, 150_000):
+                d = route(policy, Segment(agent=agent), c, demand)
+                assert router(Segment(agent=agent), c, demand) == (d.model, d.rule, d.context_cap)
 
 
 # --- CLI -------------------------------------------------------------------------------------
