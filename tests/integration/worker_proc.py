@@ -17,8 +17,8 @@ from app.settings import Settings
 ENV_FIELDS = ("bootstrap_servers", "kafka_port", "app_id", "state_dir", "topic_spans", "topic_dlq",
               "topic_otlp", "topic_sessions", "topic_alerts", "topic_recalibrations",
               "spans_partitions", "sessions_partitions", "reorder_lateness_s",
-              "session_idle_timeout_s", "baseline_sessions", "otlp_encoding", "assumptions_file", "policy_file", "recalibration_key",
-              "recalibration_mode")
+              "session_idle_timeout_s", "baseline_sessions", "otlp_encoding", "assumptions_file",
+              "policy_file", "recalibration_key", "recalibration_mode")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
