@@ -12,3 +12,21 @@ def dead_letter(raw: bytes, rejected: Decoded, *, source: str, partition: int | 
     return DeadLetter.of(raw, reason=rejected.reason or "rejected", reason_code=rejected.code or "invalid",
                          field=rejected.field, source=source, partition=partition, offset=offset,
                          line=line)
+
+
+async def guarded(handle, event, *, dlq_topic, metrics, source: str, log) -> None:
+    """Run ``handle`` on one event; an unexpected error dead-letters the record instead of
+    crashing the agent (a crashed Faust agent stops consuming its partitions)."""
+    msg = event.message
+    try:
+        await handle(event.key, event.value, msg.partition, msg.offset)
+    except Exception as exc:  # noqa: BLE001 - nothing a producer sends may stop a worker
+        log.exception("%s: record at partition %s offset %s dead-lettered", source, msg.partition,
+                      msg.offset)
+        metrics.count_dead_letter("internal_error")
+        raw = event.value if isinstance(event.value, bytes) else repr(event.value).encode()
+        dl = DeadLetter.of(raw, reason=f"internal error: {type(exc).__name__}: {exc}"[:4096],
+                           reason_code="internal_error", source=source, partition=msg.partition,
+                           offset=msg.offset)
+        await dlq_topic.send(key=event.key if isinstance(event.key, bytes) else None,
+                             value=dl.model_dump_json().encode())

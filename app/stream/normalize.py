@@ -8,12 +8,14 @@ records and spans that fail validation are dead-lettered with the reason.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 from app.otlp import OtlpDecodeError, map_record
-from app.stream.deadletter import dead_letter
+from app.stream.deadletter import dead_letter, guarded
 from schemas.validation import Decoded
 
+log = logging.getLogger(__name__)
 
 class Normalize:
     def __init__(self, app, settings, topics, metrics, context_windows: Mapping[str, int]) -> None:
@@ -23,7 +25,8 @@ class Normalize:
 
     async def run(self, stream) -> None:
         async for event in stream.events():
-            await self.handle(event.key, event.value, event.message.partition, event.message.offset)
+            await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
+                          source=self.settings.topic_otlp, log=log)
 
     async def handle(self, key, raw: bytes, partition: int, offset: int) -> None:
         batch = map_record(raw or b"", self.settings.otlp_encoding, self.context_windows)

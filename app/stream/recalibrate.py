@@ -8,9 +8,13 @@ key policy_id).
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 
 from app.loop.recalibration_step import PolicyEntry, RecalibrationStep, SegmentUpdate
+
+log = logging.getLogger(__name__)
 
 
 class Stage3:
@@ -18,7 +22,8 @@ class Stage3:
         self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
         self.policy_id = step.initial.policy_id
         self.input = app.topic(f"{settings.app_id}-recalibration-input", key_type=bytes,
-                               value_type=bytes, partitions=1, internal=True)
+                               value_type=bytes, key_serializer="raw", value_serializer="raw",
+                               partitions=1, internal=True)
         self.table = app.Table("policies", partitions=1, key_type=bytes, value_type=bytes)
         app.agent(self.input, name="stage3-recalibrate")(self.run)
         metrics.set_recalibration_version(self.policy_id, step.initial.version)
@@ -29,7 +34,10 @@ class Stage3:
 
     async def run(self, stream) -> None:
         async for event in stream.events():
-            await self.handle(event.key, event.value)
+            try:
+                await self.handle(event.key, event.value)
+            except Exception:  # noqa: BLE001 - one bad update must not stop recalibration
+                log.exception("stage 3: update at offset %s skipped", event.message.offset)
 
     async def handle(self, key: bytes, raw: bytes) -> None:
         stored = self.table.get(key)

@@ -7,13 +7,17 @@ session ends, and close sessions that went idle in event time (watermark per par
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from app.core.idle import IdleIndex
 from app.core.stage1 import SessionStep
-from app.stream.deadletter import dead_letter
+from app.stream.deadletter import dead_letter, guarded
 from schemas.validation import decode_span
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 128  # spans per partition between watermark heartbeats
 WATERMARK_KEY = b"__watermark__"
@@ -37,7 +41,8 @@ class Stage1:
 
     async def run(self, stream) -> None:
         async for event in stream.events():
-            await self.handle(event.key, event.value, event.message.partition, event.message.offset)
+            await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
+                          source=self.settings.topic_spans, log=log)
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
         decoded = decode_span(raw)

@@ -6,15 +6,19 @@ is one bytes value produced by the pure ``SegmentStep``; this module only moves 
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from app.core.stage2 import SegmentStep
 from app.core.watermarks import SourceWatermarks
 from app.loop.recalibration_step import SegmentUpdate
-from app.stream.deadletter import dead_letter
+from app.stream.deadletter import dead_letter, guarded
 from schemas.session import SessionShape
 from schemas.validation import decode
+
+log = logging.getLogger(__name__)
 
 WATERMARK_KEY = b"__watermark__"
 UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
@@ -39,7 +43,8 @@ class Stage2:
 
     async def run(self, stream) -> None:
         async for event in stream.events():
-            await self.handle(event.key, event.value, event.message.partition, event.message.offset)
+            await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
+                          source=self.settings.topic_sessions, log=log)
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
         if key == WATERMARK_KEY:

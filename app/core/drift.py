@@ -1,0 +1,174 @@
+"""Drift detectors of one metric's per-session values, behind one small protocol.
+
+A detector is a river-style object: ``update(x) -> Signal | None`` and ``to_state()`` (plain
+data; ``detector_from_state`` rebuilds it). Detectors only say *that* something changed; the
+gate (``app.core.gate``) then estimates where and by how much. Two kinds:
+
+* ``AdwinDetector``: river's ``drift.ADWIN`` with ``clock=1`` (a change is looked for after
+  every value, so it fires no later than a plain ``ADWIN(clock=1)``; the default clock of 32
+  can be up to 31 sessions late). Watches the mean, both ways. ``Signal.age`` is ADWIN's
+  width after the cut: often far more than the post-change part (river drops only enough
+  of the old window to pass its test). State: the pickled river object.
+  Note river's ADWIN is not scale-free: its bound carries a range term for values in [0, 1]
+  and otherwise scales with the window variance, so on ratios (retry_rate, utilisation) it
+  is slow, and on large heavy-tailed values (tokens) a single outlier can trip it.
+* ``QuantileCusum``: Bernoulli CUSUMs, one per *level*, of "this session fell above (or
+  below) the baseline's bucket of p50 / p95 / p99 / max". Null rate p0 = the baseline's
+  own rate, raised by ~2 sigma of its sampling error (a baseline that undershot its tail
+  must not make the stationary stream look drifted); alternative: ``odds`` times the odds.
+  A fatter tail under an unchanged median moves the mean little against its own noise,
+  but takes the P99 exceedance rate from 1% to 5-20%, which these accumulate at ~0.1-0.3
+  nats per session; comparing bucket keys makes them rank tests, free of scale and shape. ``Signal.age`` =
+  sessions since the CUSUM last stood at zero.
+
+>>> det = AdwinDetector()
+>>> [i for i in range(400) if det.update(3.0 if i < 300 else 11.0)]
+[302]
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import pickle
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from river import drift
+
+from app.core.reference import LEVEL_NAMES, Reference
+from app.core.sketch import MIN_VALUE, ZERO_KEY, inverse_log_gamma
+
+# (detector name, baseline level, direction, odds ratio of the alternative): location both
+# ways, upper tail; beyond the baseline max only a large odds ratio is worth a signal
+DEFAULT_LEVELS = (("median_up", "p50", 1, 4.0), ("median_down", "p50", -1, 4.0),
+                  ("tail_p95", "p95", 1, 4.0), ("tail_p99", "p99", 1, 4.0),
+                  ("tail_max", "max", 1, 10.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    detector: str  # e.g. "adwin", "tail_p99"
+    age: int  # the detector's own guess of the post-change sample size (see each kind)
+
+
+class Detector(Protocol):
+    name: str
+
+    def update(self, x: float) -> Signal | None: ...
+
+    def to_state(self) -> dict[str, Any]: ...
+
+
+class AdwinDetector:
+    """river ``ADWIN`` (clock=1) on the raw values."""
+
+    name = "adwin"
+    __slots__ = ("_adwin",)
+
+    def __init__(self, delta: float = 0.002, clock: int = 1, grace_period: int = 10,
+                 min_window_length: int = 5) -> None:
+        self._adwin = drift.ADWIN(delta=delta, clock=clock, grace_period=grace_period,
+                                  min_window_length=min_window_length)
+
+    def update(self, x: float) -> Signal | None:
+        a = self._adwin
+        a.update(x)
+        if a.drift_detected:
+            return Signal(self.name, int(a.width))
+        return None
+
+    @property
+    def estimation(self) -> float:
+        return self._adwin.estimation
+
+    def to_state(self) -> dict[str, Any]:
+        raw = pickle.dumps(self._adwin, protocol=pickle.HIGHEST_PROTOCOL)
+        return {"kind": "adwin", "pickle": base64.b64encode(raw).decode("ascii")}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> AdwinDetector:
+        det = cls.__new__(cls)
+        det._adwin = pickle.loads(base64.b64decode(d["pickle"]))  # our own state, not input
+        return det
+
+
+def conservative_rate(k: int, n: int) -> float:
+    """Upper ~2-sigma bound of a rate seen as ``k`` of ``n`` (never 0: a baseline that
+    never exceeded still allows the odd exceedance).
+
+    >>> round(conservative_rate(20, 2000), 4), round(conservative_rate(0, 2000), 4)
+    (0.0156, 0.002)
+    """
+    return min(0.5, (k + 2.0 + 2.0 * math.sqrt(k + 1.0)) / max(n, 1))
+
+
+class QuantileCusum:
+    """Bernoulli CUSUMs of exceedances of baseline quantile buckets (one per level).
+
+    Levels are ``(name, level, direction)``, e.g. ``("tail_p99", "p99", +1)`` counts
+    sessions above the baseline P99 bucket, ``("median_down", "p50", -1)`` sessions below
+    the baseline median bucket.
+    """
+
+    name = "quantile_cusum"
+    __slots__ = ("_inv_ln", "levels", "h", "s", "run")
+
+    def __init__(self, levels: list[tuple[str, int, int, float, float]], h: float,
+                 inv_ln: float) -> None:
+        # levels: (name, bucket key, direction, llr of a hit, llr of a miss)
+        self.levels, self.h, self._inv_ln = levels, h, inv_ln
+        self.s = [0.0] * len(levels)
+        self.run = [0] * len(levels)
+
+    @classmethod
+    def from_reference(cls, ref: Reference, specs=DEFAULT_LEVELS, *,
+                       h: float = 10.0) -> QuantileCusum:
+        levels, seen = [], set()
+        for name, level, direction, odds in specs:
+            i = LEVEL_NAMES.index(level)
+            key = ref.keys[i]
+            if (key, direction) in seen or (direction < 0 and key == ZERO_KEY):
+                continue  # discrete data: levels may share a bucket; nothing is below zero
+            seen.add((key, direction))
+            k = ref.above[i] if direction > 0 else ref.below50
+            p0 = conservative_rate(k, ref.n)
+            p1 = odds * p0 / (1.0 - p0 + odds * p0)
+            levels.append((name, key, direction, math.log(p1 / p0),
+                           math.log((1.0 - p1) / (1.0 - p0))))
+        return cls(levels, h, inverse_log_gamma(ref.rel_acc))
+
+    def update(self, x: float) -> Signal | None:
+        k = math.ceil(math.log(x) * self._inv_ln) if x >= MIN_VALUE else ZERO_KEY
+        out = None
+        s_, run = self.s, self.run
+        for i, (name, key, direction, hit, miss) in enumerate(self.levels):
+            s = s_[i] + (hit if (k > key if direction > 0 else k < key) else miss)
+            if s <= 0.0:
+                s_[i], run[i] = 0.0, 0
+                continue
+            run[i] += 1
+            if s >= self.h:
+                out = out or Signal(name, run[i])
+                s, run[i] = 0.0, 0
+            s_[i] = s
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": "quantile_cusum", "ln": self._inv_ln, "h": self.h,
+                "levels": [list(lv) for lv in self.levels], "s": self.s, "run": self.run}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> QuantileCusum:
+        det = cls([tuple(lv) for lv in d["levels"]], d["h"], d["ln"])
+        det.s, det.run = list(d["s"]), list(d["run"])
+        return det
+
+
+KINDS = MappingProxyType({"adwin": AdwinDetector, "quantile_cusum": QuantileCusum})
+
+
+def detector_from_state(d: dict[str, Any]) -> Detector:
+    """Rebuild any detector from its ``to_state()`` data."""
+    return KINDS[d["kind"]].from_state(d)

@@ -1,0 +1,188 @@
+"""Significance gate: is the post-change sample really, and materially, off the baseline?
+
+Detectors say *when* something may have changed; the gate decides whether it is worth an
+alert. It scans windows ending now (1 .. ``max_post_n`` sessions) and, per *aspect*, takes
+the window with the largest evidence: the likelihood-ratio estimate of where the change
+began, so the post-change part is compared without diluting it with pre-change sessions
+(and an alert waits until that part holds ``min_post_n`` sessions). The five aspects:
+share of sessions above / below the baseline median bucket, above its p95, p99 and max
+buckets. An aspect passes when both hold:
+
+* statistical: the two-sample binomial likelihood-ratio statistic (G, in nats) of
+  "share in this window" vs "share in the baseline" is at least ``min_nats`` (~e^-24 for
+  one fixed window; the margin pays for scanning many windows over a long stream). It
+  counts the baseline's own sampling error, so a 2,000-session baseline does not pretend
+  to know its P99 exactly;
+* practical: the window moved the aspect's statistic by at least a configured fraction of
+  the baseline's - mean or p50 for location (``min_rel_location``), the p95 / p99 for the
+  tail aspects (``min_rel_tail``). Relative to ``max(|baseline stat|, scale_floor * p99)``
+  so a mostly-zero metric (p50 = 0) still has a sane scale.
+
+The verdict picks the passing aspect with the largest G; its window's summary is the
+alert's ``current``.
+
+>>> from app.core.sketch import Sketch
+>>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
+>>> v = judge([11.0, 12.0, 9.0, 10.0] * 10, ref)
+>>> v.passed, v.aspect, v.window, v.post["p50"]
+(True, 'tail_max', 40, 10.0)
+>>> judge([3.0, 2.0, 4.0, 3.0, 1.0] * 8, ref).passed
+False
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from app.core.reference import Reference
+from app.core.sketch import MIN_VALUE, ZERO_KEY, inverse_log_gamma
+
+# aspect -> (index into Reference.keys, direction, statistic judged for practical change)
+ASPECTS = MappingProxyType({
+    "median_up": (0, 1, "location"), "median_down": (0, -1, "location"),
+    "tail_p95": (1, 1, "p95"), "tail_p99": (2, 1, "p99"), "tail_max": (3, 1, "p99")})
+
+
+def scan_lengths(max_n: int) -> tuple[int, ...]:
+    """Window lengths scanned: every length up to 32, then coarser (the change-point
+    estimate needs precision only while the post-change sample is small).
+
+    >>> scan_lengths(64)[-6:]
+    (44, 48, 52, 56, 60, 64)
+    """
+    out = list(range(1, min(max_n, 32) + 1))
+    step = 4
+    while out[-1] < max_n:
+        out.append(min(out[-1] + step, max_n))
+        step = 8 if out[-1] >= 64 else step
+        step = 16 if out[-1] >= 128 else step
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    min_post_n: int = 20  # smallest post-change sample an alert may rest on
+    max_post_n: int = 256  # longest post-change window scanned
+    min_nats: float = 24.0
+    min_rel_location: float = 0.25
+    min_rel_tail: float = 0.5
+    scale_floor: float = 0.1  # of the baseline p99: the smallest scale a change is judged on
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return scan_lengths(self.max_post_n)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    aspect: str = ""
+    window: int = 0  # sessions in the post-change sample
+    nats: float = 0.0
+    change: float = 0.0  # relative change of the judged statistic (signed)
+    post: dict[str, float] = field(default_factory=dict)  # n, mean, p50, p95, p99
+    wait: int = 0  # significant, but the post-change sample is this many sessions short
+
+
+def g_stat(k: int, n: int, k0: int, n0: int) -> float:
+    """Binomial likelihood-ratio statistic (nats) of k/n vs k0/n0.
+
+    >>> round(g_stat(30, 40, 1000, 2000), 2), g_stat(20, 40, 1000, 2000)
+    (5.13, 0.0)
+    """
+    p = (k + k0) / (n + n0)
+    return n * _kl(k / n, p) + n0 * _kl(k0 / n0, p)
+
+
+def _kl(a: float, b: float) -> float:
+    out = 0.0
+    if a > 0.0:
+        out += a * math.log(a / b)
+    if a < 1.0:
+        out += (1.0 - a) * math.log((1.0 - a) / (1.0 - b))
+    return out
+
+
+def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
+    """Judge the latest ``values`` (oldest first) against the baseline ``ref``."""
+    best = _scan(values, ref, cfg.lengths)
+    wait = 0
+    for aspect, (nats, length) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0])):
+        if nats < cfg.min_nats:
+            break
+        if length < cfg.min_post_n:  # the change is too recent to describe it yet
+            wait = max(wait, cfg.min_post_n - length)
+            continue
+        post = summarize(values[len(values) - length:])
+        change = _change(aspect, post, ref, cfg)
+        if change is not None:
+            return Verdict(True, aspect, length, nats, change, post)
+    return Verdict(False, wait=wait)
+
+
+def _scan(values: Sequence[float], ref: Reference,
+          lengths: tuple[int, ...]) -> dict[str, tuple[float, int]]:
+    """Per aspect, the (G, length) of the window ending now with the largest G: the
+    likelihood-ratio estimate of where the change began."""
+    inv = inverse_log_gamma(ref.rel_acc)
+    keys = ref.keys
+    counts = dict.fromkeys(ASPECTS, 0)
+    best = dict.fromkeys(ASPECTS, (0.0, 0))
+    todo = [n for n in lengths if n <= len(values)]
+    t = 0
+    for i, x in enumerate(reversed(values), start=1):
+        if t == len(todo):
+            break
+        k = math.ceil(math.log(x) * inv) if x >= MIN_VALUE else ZERO_KEY
+        for aspect, (j, direction, _) in ASPECTS.items():
+            if (k > keys[j]) if direction > 0 else (k < keys[j]):
+                counts[aspect] += 1
+        if i == todo[t]:
+            t += 1
+            for aspect, c in counts.items():
+                g = _g(aspect, c, i, ref)
+                if g > 0.0 and g >= best[aspect][0]:  # ties: the longer window
+                    best[aspect] = (g, i)
+    return best
+
+
+def _g(aspect: str, k: int, n: int, ref: Reference) -> float:
+    j, direction, _ = ASPECTS[aspect]
+    k0 = ref.above[j] if direction > 0 else ref.below50
+    if k * ref.n <= k0 * n:  # not moved in this aspect's direction
+        return 0.0
+    return g_stat(k, n, k0, ref.n)
+
+
+def _change(aspect: str, post: dict, ref: Reference, cfg: GateConfig) -> float | None:
+    """Signed relative change if it is practically significant for ``aspect``, else None."""
+    _, direction, stat = ASPECTS[aspect]
+    floor = max(cfg.scale_floor * ref.p99, MIN_VALUE)
+    if stat == "location":
+        rel = max((_rel(post[s], getattr(ref, s), floor) for s in ("mean", "p50")),
+                  key=lambda r: r * direction)
+        return rel if rel * direction >= cfg.min_rel_location else None
+    rel = _rel(post[stat], ref.quantile(stat), floor)
+    return rel if rel >= cfg.min_rel_tail else None
+
+
+def _rel(new: float, old: float, floor: float) -> float:
+    return (new - old) / max(abs(old), floor)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """n, mean, p50, p95, p99 of raw values (exact, inverted-CDF quantiles).
+
+    >>> summarize([1.0, 2.0, 3.0, 10.0])
+    {'n': 4, 'mean': 4.0, 'p50': 2.0, 'p95': 10.0, 'p99': 10.0}
+    """
+    xs = sorted(values)
+    n = len(xs)
+
+    def q(p: float) -> float:
+        return xs[max(1, math.ceil(p * n - 1e-9)) - 1]
+
+    return {"n": n, "mean": math.fsum(xs) / n, "p50": q(0.5), "p95": q(0.95), "p99": q(0.99)}
