@@ -114,6 +114,7 @@ class LoadshapeMetrics:
     metric_quantile: Gauge
     drift_episodes_open: FlagGauge
     assumption_broken: FlagGauge
+    assumption_holds: Gauge
     policy_version: Gauge
     recalibrations: Counter
     misroutes: Counter
@@ -153,6 +154,10 @@ class LoadshapeMetrics:
             assumption_broken=FlagGauge(Gauge(
                 "loadshape_assumption_broken", "1 while a declared workload assumption is broken.",
                 ["assumption", "segment"], registry=r)),
+            assumption_holds=Gauge(
+                "loadshape_assumption_holds",
+                "1 while a declared workload assumption holds, 0 once broken (named segments only).",
+                ["assumption", "segment"], registry=r),
             policy_version=Gauge(
                 "loadshape_routing_policy_version", "Latest routing policy version published.",
                 ["policy"], registry=r),
@@ -227,6 +232,8 @@ class LoadshapeMetrics:
     def set_assumption(self, assumption_id: str, segment_key: str, holds: bool) -> None:
         labels = (self.names.label(assumption_id), self.segments.label(segment_key))
         self.assumption_broken.set(labels, (assumption_id, segment_key), not holds)
+        if OTHER not in labels:  # "other" mixes assumptions: only the broken count is meaningful
+            self.assumption_holds.labels(*labels).set(1 if holds else 0)
 
     def reset_assignment_gauges(self) -> None:
         """Forget per-segment gauges and lag, e.g. on partition revocation, so a worker
@@ -234,6 +241,7 @@ class LoadshapeMetrics:
         self.metric_quantile.clear()
         self.drift_episodes_open.clear()
         self.assumption_broken.clear()
+        self.assumption_holds.clear()
         self.consumer_lag.clear()
 
     # --- routing loop ------------------------------------------------------------------

@@ -13,6 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from app.core.stage2 import SegmentStep
 from app.core.watermarks import SourceWatermarks
+from app.loop.misroute import misrouted
 from app.loop.recalibration_step import SegmentUpdate
 from app.stream.deadletter import dead_letter, guarded
 from schemas.session import SessionShape
@@ -25,9 +26,11 @@ UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
 
 
 class Stage2:
-    def __init__(self, app, settings, topics, metrics, step: SegmentStep, updates=None) -> None:
+    def __init__(self, app, settings, topics, metrics, step: SegmentStep, updates=None,
+                 capability: dict[str, float] | None = None) -> None:
         self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
         self.updates = updates  # stage 3 (recalibration) sink, or None when no policy is set
+        self.capability = capability or {}  # model -> capability, from the policy's catalog
         self.table = app.Table("segments", partitions=settings.sessions_partitions, key_type=bytes,
                                value_type=bytes)
         self.sources: dict[int, SourceWatermarks] = {}
@@ -107,6 +110,8 @@ class Stage2:
         self.table[seg_key.encode()] = self.step.dump(result.entry)
         for released in result.released:
             self.metrics.observe_session(seg_key, released)
+            if self.capability and misrouted(released, self.capability):
+                self.metrics.count_misroute(seg_key)
         for alert in result.alerts:
             self.metrics.count_alert_published(alert.kind)
             await self.topics.alerts.send(key=seg_key.encode(), value=alert.model_dump_json().encode())

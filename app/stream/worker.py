@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from app.core.stage1 import SessionStep
 from app.core.stage2 import SegmentStep
+from app.loop.misroute import capabilities
 from app.metrics import LoadshapeMetrics
 from app.settings import Settings
 from app.stream.app import make_app, make_topics
@@ -27,7 +28,8 @@ def build_worker(settings: Settings, registry: CollectorRegistry):
     Stage1(app, settings, topics, metrics, SessionStep.from_settings(settings))
     stage3 = _stage3(app, settings, topics, metrics)
     Stage2(app, settings, topics, metrics, SegmentStep.from_settings(settings),
-           updates=stage3.publish_update if stage3 is not None else None)
+           updates=stage3.publish_update if stage3 is not None else None,
+           capability=capabilities(stage3.step.initial) if stage3 is not None else None)
     Normalize(app, settings, topics, metrics, catalog_windows(settings))
     register_lag_timer(app, metrics, {settings.topic_spans, settings.topic_sessions, settings.topic_otlp})
     return app, metrics
