@@ -28,6 +28,16 @@ class SegmentEntry:
     buffer: reorder.ReorderState
     monitor: SegmentState
     tracker: TrackerState
+    # source partition -> last offset folded into this entry: a redelivered record at or
+    # below it is already in the state (exactly-once results from at-least-once input)
+    applied: dict[int, int] = field(default_factory=dict)
+
+    def seen(self, partition: int, offset: int) -> bool:
+        return offset <= self.applied.get(partition, -1)
+
+    def mark(self, partition: int, offset: int) -> None:
+        if offset > self.applied.get(partition, -1):
+            self.applied[partition] = offset
 
 
 @dataclass(slots=True)
@@ -67,13 +77,15 @@ class SegmentStep:
     @staticmethod
     def dump(entry: SegmentEntry) -> bytes:
         return orjson.dumps({"reorder": entry.buffer.to_dict(), "monitor": entry.monitor.to_dict(),
-                             "tracker": entry.tracker.to_dict()})
+                             "tracker": entry.tracker.to_dict(),
+                             "applied": {str(p): o for p, o in entry.applied.items()}})
 
     @staticmethod
     def load(stored: bytes) -> SegmentEntry:
         d = orjson.loads(stored)
         return SegmentEntry(reorder.ReorderState.from_dict(d["reorder"]),
-                            SegmentState.from_dict(d["monitor"]), TrackerState.from_dict(d["tracker"]))
+                            SegmentState.from_dict(d["monitor"]), TrackerState.from_dict(d["tracker"]),
+                            {int(p): o for p, o in d.get("applied", {}).items()})
 
     # --- steps ------------------------------------------------------------------------
     def apply(self, entry: SegmentEntry | None, shape: SessionShape, watermark_ns: int | None) -> Step2Result:

@@ -1,12 +1,18 @@
-"""Stage 2 shell: SessionShapes keyed by segment -> segment table -> alerts.
+"""Stage 2 shell: SessionShapes keyed by segment -> segment state -> alerts.
 
-The segment's state (reorder buffer, sketches, detectors, episodes, assumption checks)
-is one bytes value produced by the pure ``SegmentStep``; this module only moves bytes.
+A segment's state (reorder buffer, sketches, detectors, episodes, assumption checks) lives
+in memory and is checkpointed to the ``segments`` table (changelogged) every
+``CHECKPOINT_EVERY`` sessions of the segment and on heartbeats after ``CHECKPOINT_AFTER_S``.
+Records are acknowledged (so their offsets may be committed) only once a checkpoint holds
+them; the state records the last offset it folded per partition, so after a crash the
+redelivered records are skipped: results equal an uninterrupted run's, and a few alerts may be
+published again with the same alert_id (at-least-once output, deduplicated downstream).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
@@ -23,31 +29,55 @@ log = logging.getLogger(__name__)
 
 WATERMARK_KEY = b"__watermark__"
 UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
+CHECKPOINT_EVERY = 200  # sessions of a segment between state checkpoints
+CHECKPOINT_AFTER_S = 1.0  # a dirty segment is checkpointed on the next heartbeat after this
 
 
 class Stage2:
     def __init__(self, app, settings, topics, metrics, step: SegmentStep, updates=None,
-                 capability: dict[str, float] | None = None) -> None:
+                 capability: dict[str, float] | None = None, clock=time.monotonic) -> None:
         self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
         self.updates = updates  # stage 3 (recalibration) sink, or None when no policy is set
         self.capability = capability or {}  # model -> capability, from the policy's catalog
+        self.clock = clock
         self.table = app.Table("segments", partitions=settings.sessions_partitions, key_type=bytes,
                                value_type=bytes)
         self.sources: dict[int, SourceWatermarks] = {}
         self.segments: dict[int, set[bytes]] = {}
-        self.entries: dict[bytes, object] = {}  # decoded table values, so we decode once
+        self.entries: dict[bytes, object] = {}  # live segment entries
+        self.unacked: dict[bytes, list] = {}  # segment -> events folded since its checkpoint
+        self.dirty_since: dict[bytes, float] = {}
         self._partitioner = DefaultPartitioner()
+        self._stream = None
+        self._held: bytes | None = None  # segment whose checkpoint must hold the current record
         app.agent(topics.sessions, name="stage2-segments")(self.run)
-        app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_partitions_revoked.connect(self._on_revoked)
 
-    async def _on_assigned(self, sender, assigned, **kwargs) -> None:
-        self.segments.clear()  # rebuilt lazily per partition from the (recovered) table
-        self.entries.clear()
+    async def _on_revoked(self, sender, revoked, **kwargs) -> None:
+        # Uncheckpointed work of a partition we lose is redone by its next owner from the
+        # committed offset; a partition we keep carries on from memory.
+        for tp in revoked:
+            if tp.topic != self.settings.topic_sessions:
+                continue
+            for seg in self.segments.pop(tp.partition, set()):
+                self.entries.pop(seg, None)
+                self.unacked.pop(seg, None)
+                self.dirty_since.pop(seg, None)
+            self.sources.pop(tp.partition, None)
 
     async def run(self, stream) -> None:
+        self._stream = stream = stream.noack()
         async for event in stream.events():
+            self._held = None
             await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
                           source=self.settings.topic_sessions, log=log)
+            if self._held is None:
+                await stream.ack(event)
+                continue
+            held = self.unacked.setdefault(self._held, [])
+            held.append(event)  # acked by the segment's next checkpoint
+            if len(held) >= CHECKPOINT_EVERY:
+                await self._checkpoint(self._held)
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
         if key == WATERMARK_KEY:
@@ -61,28 +91,37 @@ class Stage2:
             await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode())
             return
         shape = decoded.value
-        seg_key = shape.segment.key
-        self._segments(partition).add(seg_key.encode())
-        result = self.step.apply(self._entry(seg_key.encode()), shape, self._watermark(partition))
-        await self._emit(seg_key, result)
+        seg = shape.segment.key.encode()
+        self._segments(partition).add(seg)
+        entry = self._entry(seg)
+        if entry is not None and entry.seen(partition, offset):
+            return  # redelivered after a crash: already in the checkpointed state
+        result = self.step.apply(entry, shape, self._watermark(partition))
+        result.entry.mark(partition, offset)
+        self._held = seg
+        await self._emit(seg, result)
 
     async def _heartbeat(self, raw: bytes, partition: int) -> None:
         beat = orjson.loads(raw)
         self._sources(partition).update(int(beat["src"]), int(beat["wm"]))
         upto = self._watermark(partition)
+        now = self.clock()
         for seg in sorted(self._segments(partition)):
             entry = self._entry(seg)
             if entry is not None and self.step.pending(entry):
-                await self._emit(seg.decode(), self.step.advance(entry, upto))
+                await self._emit(seg, self.step.advance(entry, upto))
+            if seg in self.dirty_since and now - self.dirty_since[seg] >= CHECKPOINT_AFTER_S:
+                await self._checkpoint(seg)
 
-    def _entry(self, seg: bytes):
-        """The segment's live entry: cached, or decoded from the (recovered) table."""
+    async def _checkpoint(self, seg: bytes) -> None:
+        """Write the segment's state to the table, then ack the records it now holds."""
         entry = self.entries.get(seg)
         if entry is None:
-            stored = self.table.get(seg)
-            if stored is not None:
-                entry = self.entries[seg] = self.step.load(stored)
-        return entry
+            return
+        self.table[seg] = self.step.dump(entry)
+        self.dirty_since.pop(seg, None)
+        for event in self.unacked.pop(seg, []):
+            await self._stream.ack(event)
 
     def _watermark(self, partition: int) -> int | None:
         return self._sources(partition).release_upto(lateness_ns=0)
@@ -104,17 +143,26 @@ class Stage2:
                 if self._partitioner(k, list(range(n)), list(range(n))) == partition}
         return found
 
-    async def _emit(self, seg_key: str, result) -> None:
-        self.entries[seg_key.encode()] = result.entry
-        # The table (and its changelog) gets every new state: a restarted worker resumes from it.
-        self.table[seg_key.encode()] = self.step.dump(result.entry)
+    def _entry(self, seg: bytes):
+        """The segment's live entry, or its last checkpoint from the (recovered) table."""
+        entry = self.entries.get(seg)
+        if entry is None:
+            stored = self.table.get(seg)
+            if stored is not None:
+                entry = self.entries[seg] = self.step.load(stored)
+        return entry
+
+    async def _emit(self, seg: bytes, result) -> None:
+        self.entries[seg] = result.entry
+        self.dirty_since.setdefault(seg, self.clock())
+        seg_key = seg.decode()
         for released in result.released:
             self.metrics.observe_session(seg_key, released)
             if self.capability and misrouted(released, self.capability):
                 self.metrics.count_misroute(seg_key)
         for alert in result.alerts:
             self.metrics.count_alert_published(alert.kind)
-            await self.topics.alerts.send(key=seg_key.encode(), value=alert.model_dump_json().encode())
+            await self.topics.alerts.send(key=seg, value=alert.model_dump_json().encode())
         self._gauges(seg_key, result)
         await self._update_policy(seg_key, result)
 
