@@ -13,7 +13,7 @@ demo: bootstrap
 	$(VENV)/bin/loadshape demo
 
 test: bootstrap
-	$(VENV)/bin/ruff check app schemas tests bench
+	$(VENV)/bin/ruff check .
 	$(PY) -m schemas.export --check
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
@@ -24,7 +24,7 @@ test-integration: bootstrap
 	$(PY) -m pytest -ra -m integration $(PYTEST_ARGS)
 
 lint: bootstrap
-	$(VENV)/bin/ruff check app schemas tests bench
+	$(VENV)/bin/ruff check .
 
 bench: bootstrap
 	$(PY) -m bench.run
