@@ -16,6 +16,9 @@ from app.broker.client_config import faust_broker_kwargs
 from app.settings import Settings
 
 
+PRODUCER_BUFFER_MESSAGES = 5000
+
+
 @dataclass(frozen=True)
 class Topics:
     spans: faust.TopicT
@@ -45,7 +48,7 @@ def make_topics(app: faust.App, settings: Settings) -> Topics:
 
 def make_app(settings: Settings) -> faust.App:
     (settings.state_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         **faust_broker_kwargs(settings),
         store="memory://",
@@ -60,4 +63,11 @@ def make_app(settings: Settings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=16384,
+        # stage 2 holds records unacked until a checkpoint: on shutdown they are simply
+        # redelivered, so do not wait for them
+        stream_wait_empty=False,
     )
+    # Faust pauses every stream whenever more than 100 table/changelog writes are waiting to
+    # be produced ("producer buffer full"); stage 1 writes one per span, so let it batch.
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    return app
