@@ -47,7 +47,7 @@ class Replayer:
                  idle_timeout_ns: int, sinks: ReplaySinks | None = None) -> None:
         self.s1, self.s2, self.timeout_ns = session_step, segment_step, idle_timeout_ns
         self.sinks = sinks or ReplaySinks()
-        self.sessions: dict[str, bytes] = {}
+        self.sessions: dict[str, object] = {}  # session id -> live SessionState / Tombstone
         self.segments: dict[str, object] = {}  # segment key -> SegmentEntry (live objects)
         self.idle = IdleIndex()
         self.watermark = 0
@@ -81,11 +81,11 @@ class Replayer:
                 self._segment(res.closed)
 
     def _store(self, sid: str, res) -> None:
-        if res.state is None:
+        if res.entry is None:
             self.sessions.pop(sid, None)
             self.idle.forget(sid)
         else:
-            self.sessions[sid] = res.state
+            self.sessions[sid] = res.entry
             self.idle.touch(sid, res.last_event_ns)
 
     def _segment(self, shape: SessionShape) -> None:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,16 +105,33 @@ def fetch_jars(paths: BrokerPaths) -> None:
     stamp.touch()
 
 
-def render_config(settings: Settings, paths: BrokerPaths) -> str:
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def render_config(settings: Settings, paths: BrokerPaths, sasl_port: int | None = None) -> str:
+    """server.properties; with ``sasl_port`` also a SASL_PLAINTEXT (SCRAM) listener there."""
     host, port, cport = "127.0.0.1", settings.kafka_port, settings.kafka_controller_port
+    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}"
+    advertised = f"PLAINTEXT://{host}:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    sasl: list[str] = []
+    if sasl_port is not None:
+        listeners += f",SASL_PLAINTEXT://{host}:{sasl_port}"
+        advertised += f",SASL_PLAINTEXT://{host}:{sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        sasl = [f"sasl.enabled.mechanisms={','.join(SCRAM_MECHANISMS)}"] + [
+            f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            for m in SCRAM_MECHANISMS]
     return "\n".join([
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{host}:{cport}",
-        f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
-        f"advertised.listeners=PLAINTEXT://{host}:{port}",
+        f"listeners={listeners}",
+        f"advertised.listeners={advertised}",
         "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"listener.security.protocol.map={protocols}",
+        *sasl,
         "inter.broker.listener.name=PLAINTEXT",
         f"log.dirs={paths.data}",
         "num.partitions=1",
@@ -156,13 +174,20 @@ def _java_cmd(java: str, paths: BrokerPaths, settings: Settings, main: str) -> l
             "-cp", f"{paths.lib}/*", main]
 
 
-def format_storage(java: str, paths: BrokerPaths, settings: Settings) -> None:
-    """Format KRaft storage once (a formatted data dir has meta.properties)."""
+def format_storage(java: str, paths: BrokerPaths, settings: Settings,
+                   scram_users: Mapping[str, str] | None = None) -> None:
+    """Format KRaft storage once (a formatted data dir has meta.properties).
+
+    ``scram_users`` (name -> password) get SCRAM-SHA-256 and -512 credentials; they can only
+    be added here, when the storage is formatted."""
     if (paths.data / "meta.properties").exists():
         return
     paths.data.mkdir(parents=True, exist_ok=True)
     cmd = _java_cmd(java, paths, settings, "kafka.tools.StorageTool") + [
         "format", "-t", _cluster_id(), "-c", str(paths.config), "--ignore-formatted"]
+    for name, password in (scram_users or {}).items():
+        for mechanism in SCRAM_MECHANISMS:
+            cmd += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BrokerError(f"Kafka storage format failed: {(proc.stdout + proc.stderr).strip()[-300:]}")
@@ -197,8 +222,12 @@ class UpResult:
     seconds: float
 
 
-def up(settings: Settings, *, timeout: float = 90.0) -> UpResult:
-    """Start the broker unless it already runs; returns once it answers metadata requests."""
+def up(settings: Settings, *, timeout: float = 90.0, sasl_port: int | None = None,
+       scram_users: Mapping[str, str] | None = None) -> UpResult:
+    """Start the broker unless it already runs; returns once it answers metadata requests.
+
+    ``sasl_port``/``scram_users``: an extra SASL_PLAINTEXT listener with SCRAM users (tests);
+    the users are created only when the instance's storage is formatted (a wiped instance)."""
     paths = BrokerPaths(Path(settings.kafka_home), settings.kafka_port)
     pid = read_pid(paths)
     if pid is not None:
@@ -206,10 +235,10 @@ def up(settings: Settings, *, timeout: float = 90.0) -> UpResult:
     java = check_java()
     fetch_jars(paths)
     paths.instance.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(render_config(settings, paths))
+    paths.config.write_text(render_config(settings, paths, sasl_port))
     paths.log4j.write_text(render_log4j(paths))
     t0 = time.monotonic()
-    format_storage(java, paths, settings)
+    format_storage(java, paths, settings, scram_users)
     with open(paths.stdout, "ab") as out:
         proc = subprocess.Popen(_java_cmd(java, paths, settings, KAFKA_MAIN) + [str(paths.config)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -2,6 +2,8 @@
 
 Stored values are either an open session's state or a tombstone (a closed session's tiny
 marker that makes its late spans recognisable). ``state=None`` in a result means "delete".
+Every step takes the stored bytes (the worker's table) or the live entry itself (replay keeps
+objects and never encodes): ``result.entry`` is the new entry, ``result.state`` its bytes.
 
 >>> from schemas.span import SpanEvent
 >>> step = SessionStep(idle_timeout_ns=100)
@@ -28,12 +30,28 @@ from schemas.span import SpanEvent
 Outcome = Literal["folded", "duplicate", "closed", "late", "expired", "idle_closed", "flushed"]
 
 
+Entry = core.SessionState | core.Tombstone
+
+
 @dataclass(frozen=True, slots=True)
 class StepResult:
-    state: bytes | None
+    entry: Entry | None
     closed: SessionShape | None
     outcome: Outcome
     last_event_ns: int = 0
+    unchanged: bytes | None = None  # the stored bytes, when the step changed nothing
+    closing: core.SessionState | None = None  # on a session_end close: the state that closed
+
+    @property
+    def state(self) -> bytes | None:
+        """The new entry as stored bytes (None: delete)."""
+        if self.entry is None:
+            return None
+        return self.unchanged if self.unchanged is not None else self.entry.to_bytes()
+
+
+def _load(stored: bytes | Entry) -> Entry:
+    return core.load(stored) if isinstance(stored, bytes) else stored
 
 
 class SessionStep:
@@ -46,39 +64,47 @@ class SessionStep:
     def from_settings(cls, settings) -> SessionStep:
         return cls(idle_timeout_ns=int(settings.session_idle_timeout_s * 1e9))
 
-    def apply(self, stored: bytes | None, span: SpanEvent) -> StepResult:
-        entry = core.load(stored) if stored is not None else None
+    def apply(self, stored: bytes | Entry | None, span: SpanEvent) -> StepResult:
+        """Fold ``span``. A live entry passed in is updated in place (its caller owns it)."""
+        entry = _load(stored) if stored is not None else None
+        raw = stored if isinstance(stored, bytes) else None
         if isinstance(entry, core.Tombstone):
-            return StepResult(stored, None, "late", entry.last_event_ns)
+            return StepResult(entry, None, "late", entry.last_event_ns, raw)
         before = len(entry.parents) if entry is not None else 0
         state = core.fold(entry, span)
-        if len(state.parents) == before:
-            return StepResult(stored, None, "duplicate", state.last_event_ns)
         if state.closed:
+            # also for a replayed span: a stored closed state means the worker stopped before
+            # Kafka had the session (see app.stream.stage1), so the session is published again
             return self._close(state, "session_end", "closed", state.end_ns)
-        return StepResult(state.to_bytes(), None, "folded", state.last_event_ns)
+        if len(state.parents) == before:
+            return StepResult(state, None, "duplicate", state.last_event_ns, raw)
+        return StepResult(state, None, "folded", state.last_event_ns)
 
-    def expire(self, stored: bytes | None, watermark_ns: int = 0) -> StepResult:
+    def expire(self, stored: bytes | Entry | None, watermark_ns: int = 0) -> StepResult:
         """The idle clock ran out: close an open session, or drop a tombstone."""
         if stored is None:
             return StepResult(None, None, "expired")
-        entry = core.load(stored)
+        entry = _load(stored)
         if isinstance(entry, core.Tombstone):
             return StepResult(None, None, "expired")
+        if entry.closed:  # closed, and published before its offset was committed: just retire it
+            tomb = core.tombstone(entry, "session_end", watermark_ns)
+            return StepResult(tomb, None, "expired", tomb.last_event_ns)
         return self._close(entry, "idle", "idle_closed", watermark_ns)
 
-    def flush(self, stored: bytes) -> StepResult:
+    def flush(self, stored: bytes | Entry) -> StepResult:
         """End of input: close what is open, drop tombstones."""
-        entry = core.load(stored)
+        entry = _load(stored)
         if isinstance(entry, core.Tombstone):
             return StepResult(None, None, "expired")
         shape = core.close(entry, "flush")
         return StepResult(None, shape, "flushed")
 
-    def last_event_ns(self, stored: bytes) -> int:
-        return core.load(stored).last_event_ns
+    def last_event_ns(self, stored: bytes | Entry) -> int:
+        return _load(stored).last_event_ns
 
     def _close(self, state, closed_by, outcome, watermark_ns) -> StepResult:
         shape = core.close(state, closed_by)
         tomb = core.tombstone(state, closed_by, watermark_ns)
-        return StepResult(tomb.to_bytes(), shape, outcome, tomb.last_event_ns)
+        return StepResult(tomb, shape, outcome, tomb.last_event_ns,
+                          closing=state if closed_by == "session_end" else None)

@@ -21,6 +21,10 @@ from schemas.alert import Alert
 from schemas.session import SessionShape
 
 GAUGE_EVERY = 25  # sessions between quantile-gauge refreshes (reading sketches costs more than folding)
+# Sessions per segment remembered to drop one that stage 1 published twice: after a crash or
+# a rebalance stage 1 re-reads spans from its committed offset (at most broker_commit_every =
+# 1000 spans back) and may close, and publish, a session again at a new offset.
+RECENT_SESSIONS = 1024
 
 
 @dataclass(slots=True)
@@ -31,6 +35,8 @@ class SegmentEntry:
     # source partition -> last offset folded into this entry: a redelivered record at or
     # below it is already in the state (exactly-once results from at-least-once input)
     applied: dict[int, int] = field(default_factory=dict)
+    # session id -> end time of the latest RECENT_SESSIONS sessions accepted, oldest first
+    recent: dict[str, int] = field(default_factory=dict)
 
     def seen(self, partition: int, offset: int) -> bool:
         return offset <= self.applied.get(partition, -1)
@@ -78,19 +84,23 @@ class SegmentStep:
     def dump(entry: SegmentEntry) -> bytes:
         return orjson.dumps({"reorder": entry.buffer.to_dict(), "monitor": entry.monitor.to_dict(),
                              "tracker": entry.tracker.to_dict(),
-                             "applied": {str(p): o for p, o in entry.applied.items()}})
+                             "applied": {str(p): o for p, o in entry.applied.items()},
+                             "recent": list(entry.recent.items())})
 
     @staticmethod
     def load(stored: bytes) -> SegmentEntry:
         d = orjson.loads(stored)
         return SegmentEntry(reorder.ReorderState.from_dict(d["reorder"]),
                             SegmentState.from_dict(d["monitor"]), TrackerState.from_dict(d["tracker"]),
-                            {int(p): o for p, o in d.get("applied", {}).items()})
+                            {int(p): o for p, o in d.get("applied", {}).items()},
+                            dict(d.get("recent", ())))
 
     # --- steps ------------------------------------------------------------------------
     def apply(self, entry: SegmentEntry | None, shape: SessionShape, watermark_ns: int | None) -> Step2Result:
         """Buffer ``shape``; release what all sources' ``watermark_ns`` - lateness has passed."""
         entry = entry if entry is not None else self.new(shape)
+        if _duplicate(entry, shape):
+            return Step2Result(entry=entry)  # published again by stage 1: folded once already
         key = (shape.end_time_unix_nano, shape.session_id)
         entry.buffer, late = reorder.push(entry.buffer, key, _compact(shape))
         entry.buffer, ready = reorder.release(entry.buffer, self._bound(watermark_ns))
@@ -156,6 +166,19 @@ class _LazyStats(Mapping):
 
     def __len__(self) -> int:
         return len(self._state.metrics or {})
+
+
+def _duplicate(entry: SegmentEntry, shape: SessionShape) -> bool:
+    """True if ``shape`` (same session id and end time) was accepted recently; else remember it."""
+    sid, end = shape.session_id, shape.end_time_unix_nano
+    recent = entry.recent
+    if recent.get(sid) == end:
+        return True
+    recent.pop(sid, None)  # a reused id with another end time is a new session
+    recent[sid] = end
+    if len(recent) > RECENT_SESSIONS:
+        del recent[next(iter(recent))]
+    return False
 
 
 def _compact(shape: SessionShape) -> dict:

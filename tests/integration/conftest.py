@@ -51,3 +51,6 @@ def fresh_topics(kafka_settings):
 
 def make_topic(settings: Settings, name: str, partitions: int = 1) -> None:
     asyncio.run(ensure_topics(settings, [TopicSpec(name, partitions, {})]))
+
+
+from sasl_broker import kafka_sasl_settings  # noqa: E402, F401  (session fixture, own broker)

@@ -1,0 +1,68 @@
+"""At-least-once input, exactly-once results: what the steps do with records seen twice.
+
+* stage 2 drops a session stage 1 published twice (same id and end time), also across a
+  checkpoint (dump/load); a reused id with another end time is a new session;
+* stage 1: a stored *closed* state (the worker stopped before Kafka had the session) is
+  closed and published again when its span is replayed, and retired silently by the idle clock.
+"""
+
+from __future__ import annotations
+
+from app.core import session as core
+from app.core.stage1 import SessionStep
+from app.core.stage2 import RECENT_SESSIONS, SegmentStep
+from app.settings import Settings
+from schemas.common import Segment
+from schemas.session import SessionShape
+from schemas.span import SpanEvent
+
+WM = 10**15
+
+
+def shape(i: int, end: int | None = None) -> SessionShape:
+    return SessionShape(session_id=f"s{i}", segment=Segment(agent="a"), start_time_unix_nano=i,
+                        end_time_unix_nano=end if end is not None else i + 1,
+                        closed_by="session_end", spans=1, fanout=i % 3)
+
+
+def test_stage2_folds_a_republished_session_once():
+    step = SegmentStep.from_settings(Settings())
+    entry = step.apply(None, shape(1), WM).entry
+    assert step.apply(entry, shape(1), WM).released == []  # the duplicate
+    entry = step.load(step.dump(entry))  # a checkpoint and a restart in between
+    assert step.apply(entry, shape(1), WM).released == []
+    assert len(step.apply(entry, shape(1, end=99), WM).released) == 1  # same id, new session
+    assert entry.monitor.sessions == 2
+
+
+def test_stage2_remembers_a_bounded_number_of_sessions():
+    step = SegmentStep.from_settings(Settings())
+    entry = None
+    for i in range(RECENT_SESSIONS + 10):
+        entry = step.apply(entry, shape(i), WM).entry
+    assert len(entry.recent) == RECENT_SESSIONS and "s0" not in entry.recent
+
+
+def span(sid: str, end: bool = False) -> SpanEvent:
+    return SpanEvent(trace_id="t", span_id=sid, session_id="x", agent="a", operation="chat",
+                     start_time_unix_nano=1, end_time_unix_nano=5, session_end=end)
+
+
+def test_stage1_recloses_a_stored_closed_state_when_its_span_is_replayed():
+    step = SessionStep(idle_timeout_ns=100)
+    first = step.apply(None, span("a"))
+    closed = step.apply(first.state, span("root", end=True))
+    assert closed.outcome == "closed" and closed.closing is not None
+    stored = closed.closing.to_bytes()  # what the worker keeps until Kafka has the session
+    again = step.apply(stored, span("root", end=True))  # replayed after a restart
+    assert again.outcome == "closed" and again.closed == closed.closed
+    assert step.apply(closed.state, span("root", end=True)).outcome == "late"  # tombstone
+
+
+def test_stage1_idle_clock_retires_a_closed_state_without_publishing():
+    step = SessionStep(idle_timeout_ns=100)
+    closed = step.apply(None, span("root", end=True))
+    retired = step.expire(closed.closing.to_bytes(), watermark_ns=1000)
+    assert retired.closed is None and isinstance(retired.entry, core.Tombstone)
+    open_state = step.apply(None, span("a")).state
+    assert step.expire(open_state, watermark_ns=1000).closed.closed_by == "idle"
