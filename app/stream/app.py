@@ -15,7 +15,6 @@ import faust
 from app.broker.client_config import faust_broker_kwargs
 from app.settings import Settings
 
-
 PRODUCER_BUFFER_MESSAGES = 5000
 
 
