@@ -22,6 +22,8 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOPIC_FIELDS = ("topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
+                "topic_recalibrations")
 
 
 class Settings(BaseSettings):
@@ -85,6 +87,16 @@ class Settings(BaseSettings):
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
         return self
+
+    def isolated(self, suffix: str, app_prefix: str, **update) -> Settings:
+        """A copy whose topics and app id (consumer group, tables) are this run's own.
+
+        >>> s = Settings().isolated("r1", "demo")
+        >>> s.topic_spans, s.app_id
+        ('agent.spans.r1', 'demo-r1')
+        """
+        topics = {f: f"{getattr(self, f)}.{suffix}" for f in TOPIC_FIELDS}
+        return self.model_copy(update={**topics, "app_id": f"{app_prefix}-{suffix}", **update})
 
     def all_topics(self) -> dict[str, int]:
         """Topic name -> partition count, for bootstrap."""

@@ -26,12 +26,10 @@ from pathlib import Path
 
 import orjson
 
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import PROJECT_ROOT, TOPIC_FIELDS, Settings
 
 # Below the Linux ephemeral range (32768-60999), where a reconnecting client can hold the port.
 BENCH_PORT = int(os.environ.get("LOADSHAPE_BENCH_KAFKA_PORT", "28800"))
-TOPIC_FIELDS = ("topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
-                "topic_recalibrations")
 ENV_FIELDS = ("bootstrap_servers", "kafka_port", "app_id", "state_dir", *TOPIC_FIELDS,
               "spans_partitions", "sessions_partitions", "reorder_lateness_s",
               "session_idle_timeout_s", "assumptions_file", "policy_file", "source_idle_s")
@@ -120,9 +118,7 @@ def fresh(settings: Settings, tag: str, workdir: Path, **over) -> Settings:
     from app.broker.topics import ensure_topics
 
     suffix = f"{tag}-{uuid.uuid4().hex[:6]}"
-    names = {f: f"{getattr(settings, f)}.{suffix}" for f in TOPIC_FIELDS}
-    out = settings.model_copy(update={**names, "app_id": f"bench-{suffix}",
-                                      "state_dir": workdir / f"state-{suffix}", **over})
+    out = settings.isolated(suffix, "bench", state_dir=workdir / f"state-{suffix}", **over)
     asyncio.run(ensure_topics(out))
     return out
 

@@ -20,11 +20,9 @@ import time
 import orjson
 from pydantic import SecretStr
 
-from app.settings import PROJECT_ROOT
+from app.settings import PROJECT_ROOT, TOPIC_FIELDS
 
 EXAMPLES = PROJECT_ROOT / "examples"
-TOPIC_FIELDS = ("topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
-                "topic_recalibrations")
 
 
 def register(sub) -> None:
@@ -71,15 +69,14 @@ def run(args, settings) -> int:
 
 
 def _per_run(settings, run_id: str):
-    update = {n: f"{getattr(settings, n)}.demo-{run_id}" for n in TOPIC_FIELDS}
-    return settings.model_copy(update={
-        **update, "app_id": f"loadshape-demo-{run_id}",
-        "state_dir": settings.state_dir / f"demo-{run_id}",
-        "policy_file": settings.policy_file or EXAMPLES / "policy.yaml",
-        "assumptions_file": settings.assumptions_file or EXAMPLES / "assumptions.yaml",
-        "recalibration_key": settings.recalibration_key or SecretStr(f"demo-{run_id}"),
+    return settings.isolated(
+        f"demo-{run_id}", "loadshape",
+        state_dir=settings.state_dir / f"demo-{run_id}",
+        policy_file=settings.policy_file or EXAMPLES / "policy.yaml",
+        assumptions_file=settings.assumptions_file or EXAMPLES / "assumptions.yaml",
+        recalibration_key=settings.recalibration_key or SecretStr(f"demo-{run_id}"),
         # a demo-sized baseline: drift needs this many sessions of a segment before the change
-        "baseline_sessions": min(settings.baseline_sessions, 500)})
+        baseline_sessions=min(settings.baseline_sessions, 500))
 
 
 def _env(settings) -> dict[str, str]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 
 from app.core.idle import IdleIndex
 from app.core.stage1 import SessionStep
+from app.stream.app import partition_of
 from app.stream.deadletter import dead_letter, guarded
 from schemas.validation import decode_span
 
@@ -31,7 +31,6 @@ class Stage1:
         self.idle: dict[int, IdleIndex] = {}
         self.watermark: dict[int, int] = {}
         self.timeout_ns = int(settings.session_idle_timeout_s * 1e9)
-        self._partitioner = DefaultPartitioner()
         self._since_heartbeat: dict[int, int] = {}
         self._tombs: dict[bytes, bytes] = {}  # tombstones whose session Kafka has not acked yet
         # partition -> (key, tombstone) acked by Kafka, written to the table by the next event
@@ -159,7 +158,7 @@ class Stage1:
             index = self.idle[partition] = IdleIndex()
             n = self.settings.spans_partitions
             for skey, state in list(self.table.data.items()):
-                if self._partitioner(skey, list(range(n)), list(range(n))) == partition:
+                if partition_of(skey, n) == partition:
                     index.touch(skey.decode(), self.step.last_event_ns(state))
         return index
 

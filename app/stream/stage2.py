@@ -15,12 +15,12 @@ import logging
 import time
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 
 from app.core.stage2 import SegmentStep
 from app.core.watermarks import SourceWatermarks
 from app.loop.misroute import misrouted
 from app.loop.recalibration_step import SegmentUpdate
+from app.stream.app import partition_of
 from app.stream.deadletter import dead_letter, guarded
 from schemas.session import SessionShape
 from schemas.validation import decode
@@ -47,7 +47,6 @@ class Stage2:
         self.entries: dict[bytes, object] = {}  # live segment entries
         self.unacked: dict[bytes, list] = {}  # segment -> events folded since its checkpoint
         self.dirty_since: dict[bytes, float] = {}
-        self._partitioner = DefaultPartitioner()
         self._stream = None
         self._held: bytes | None = None  # segment whose checkpoint must hold the current record
         app.agent(topics.sessions, name="stage2-segments")(self.run)
@@ -140,7 +139,7 @@ class Stage2:
             n = self.settings.sessions_partitions
             found = self.segments[partition] = {
                 k for k in list(self.table.data.keys())
-                if self._partitioner(k, list(range(n)), list(range(n))) == partition}
+                if partition_of(k, n) == partition}
         return found
 
     def _entry(self, seg: bytes):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 
 import pytest
+from worker_proc import isolated_settings
 
 from app.broker import manager
 from app.broker.topics import TopicSpec, ensure_topics
@@ -38,15 +38,7 @@ def kafka_settings():
 @pytest.fixture
 def fresh_topics(kafka_settings):
     """Settings whose topic names are unique to this test (topics created, same partitions)."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        f: f"{getattr(kafka_settings, f)}.{suffix}"
-        for f in ("topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
-                  "topic_recalibrations")
-    }
-    settings = kafka_settings.model_copy(update={**names, "app_id": f"loadshape-{suffix}"})
-    asyncio.run(ensure_topics(settings))
-    return settings
+    return isolated_settings(kafka_settings, "loadshape")
 
 
 def make_topic(settings: Settings, name: str, partitions: int = 1) -> None:

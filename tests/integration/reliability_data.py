@@ -11,24 +11,20 @@ replay), worker progress from /metrics, and the comparison of what a worker publ
 
 from __future__ import annotations
 
-import asyncio
 import io
 import socket
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from worker_proc import isolated_settings
 
-from app.broker.topics import ensure_topics
 from app.replay import Replayer, ReplaySinks
 from app.settings import Settings
 
-TOPIC_FIELDS = ("topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
-                "topic_recalibrations")
 WATERMARK_KEY = b"__watermark__"
 
 # Assumptions that break (and some resolve) all along a dev-to-support run, so alerts are
@@ -59,15 +55,10 @@ def free_port() -> int:
 
 def isolated(base: Settings, tmp: Path, **over) -> Settings:
     """``base`` with topics, app id and state dir unique to one test (topics created)."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {f: f"{getattr(base, f)}.{suffix}" for f in TOPIC_FIELDS}
     assumptions = tmp / "assumptions.yaml"
     assumptions.write_text(ASSUMPTIONS_YAML)
-    settings = base.model_copy(update={**names, "app_id": f"loadshape-rel-{suffix}",
-                                       "state_dir": tmp / "state", "assumptions_file": assumptions,
-                                       **over})
-    asyncio.run(ensure_topics(settings))
-    return settings
+    return isolated_settings(base, "loadshape-rel", state_dir=tmp / "state",
+                             assumptions_file=assumptions, **over)
 
 
 @dataclass

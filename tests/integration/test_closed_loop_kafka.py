@@ -5,13 +5,11 @@ gateway applies it -> misroutes of the changed segment fall."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 from pydantic import SecretStr
-from worker_proc import WorkerProcess, read_topic
+from worker_proc import WorkerProcess, isolated_settings, read_topic
 
-from app.broker.topics import ensure_topics
 from app.live_loop import run_live_loop
 from app.loop.signing import verify
 from app.settings import PROJECT_ROOT
@@ -22,15 +20,11 @@ KEY = "integration-test-key"
 @pytest.fixture(scope="module")
 def loop_run(tmp_path_factory, kafka_settings):
     tmp = tmp_path_factory.mktemp("loop")
-    suffix = uuid.uuid4().hex[:8]
-    names = {f: f"{getattr(kafka_settings, f)}.{suffix}" for f in (
-        "topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts", "topic_recalibrations")}
-    settings = kafka_settings.model_copy(update={
-        **names, "app_id": f"loadshape-loop-{suffix}", "state_dir": tmp / "state",
-        "policy_file": PROJECT_ROOT / "examples" / "policy.yaml",
-        "assumptions_file": PROJECT_ROOT / "examples" / "assumptions.yaml",
-        "recalibration_key": SecretStr(KEY), "baseline_sessions": 500})
-    asyncio.run(ensure_topics(settings))
+    settings = isolated_settings(
+        kafka_settings, "loadshape-loop", state_dir=tmp / "state",
+        policy_file=PROJECT_ROOT / "examples" / "policy.yaml",
+        assumptions_file=PROJECT_ROOT / "examples" / "assumptions.yaml",
+        recalibration_key=SecretStr(KEY), baseline_sessions=500)
     worker = WorkerProcess(settings, tmp / "worker.log").start()
     try:
         worker.wait_ready()

@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,10 +43,9 @@ from servers import (
     synthetic_load,
     wait_until,
 )
-from worker_proc import WorkerProcess, produce, settings_env
+from worker_proc import WorkerProcess, isolated_settings, produce, settings_env
 
 from app import live_loop
-from app.broker.topics import ensure_topics
 from app.emitter import EmitterStats, SpanEmitter
 from app.metrics import LoadshapeMetrics, serve
 from app.settings import PROJECT_ROOT
@@ -278,16 +276,11 @@ async def live_run_exporting_drops(settings, exporter: EmitterDropExporter, emit
 
 def test_every_panel_query_returns_data_from_a_real_worker(kafka_settings, tmp_path: Path,
                                                             monkeypatch):
-    suffix = uuid.uuid4().hex[:8]
-    names = {f: f"{getattr(kafka_settings, f)}.{suffix}" for f in (
-        "topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
-        "topic_recalibrations")}
-    settings = kafka_settings.model_copy(update={
-        **names, "app_id": f"loadshape-grafana-{suffix}", "state_dir": tmp_path / "state",
-        "policy_file": PROJECT_ROOT / "examples" / "policy.yaml",
-        "assumptions_file": PROJECT_ROOT / "examples" / "assumptions.yaml",
-        "recalibration_key": SecretStr(KEY), "baseline_sessions": 500})
-    asyncio.run(ensure_topics(settings))
+    settings = isolated_settings(
+        kafka_settings, "loadshape-grafana", state_dir=tmp_path / "state",
+        policy_file=PROJECT_ROOT / "examples" / "policy.yaml",
+        assumptions_file=PROJECT_ROOT / "examples" / "assumptions.yaml",
+        recalibration_key=SecretStr(KEY), baseline_sessions=500)
 
     # the agents' process: the live loop's real SpanEmitter, its drops in a bundle of its own
     emitters: list[SpanEmitter] = []

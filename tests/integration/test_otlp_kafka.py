@@ -3,14 +3,10 @@ broker: the worker's sessions equal those folded offline from the Collector-JSON
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-
 import pytest
 from otlp_fixtures import collector_json_record, genai, proto_record
-from worker_proc import WorkerProcess, produce, read_topic
+from worker_proc import WorkerProcess, isolated_settings, produce, read_topic
 
-from app.broker.topics import ensure_topics
 from app.core import session as core
 from app.otlp import map_json_lines
 
@@ -52,12 +48,8 @@ def offline_sessions() -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def kafka_sessions(tmp_path_factory, kafka_settings):
     tmp = tmp_path_factory.mktemp("otlp")
-    suffix = uuid.uuid4().hex[:8]
-    names = {f: f"{getattr(kafka_settings, f)}.{suffix}" for f in (
-        "topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts", "topic_recalibrations")}
-    settings = kafka_settings.model_copy(update={**names, "app_id": f"loadshape-otlp-{suffix}",
-                                                 "state_dir": tmp / "state", "otlp_encoding": "otlp_proto"})
-    asyncio.run(ensure_topics(settings))
+    settings = isolated_settings(kafka_settings, "loadshape-otlp", state_dir=tmp / "state",
+                                 otlp_encoding="otlp_proto")
     records = [(None, proto_record(b)) for b in batches()] + [(None, b"\x00garbage")]
     produce(settings, settings.topic_otlp, records)
     worker = WorkerProcess(settings, tmp / "worker.log").start()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pipeline_data import SENTINEL_AGENT, keyed_lines, replay_alerts, workload_file
-from worker_proc import WorkerProcess, produce, read_topic
+from worker_proc import WorkerProcess, isolated_settings, produce, read_topic
 
 from app.settings import PROJECT_ROOT
 
@@ -20,20 +20,9 @@ MALFORMED = [b'{"trace_id": "t", "span_id": "s"', b"\xff\xfe not utf-8",
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, kafka_settings):
-    import uuid
-
-    from app.broker.topics import ensure_topics
-
     tmp = tmp_path_factory.mktemp("pipeline")
-    suffix = uuid.uuid4().hex[:8]
-    names = {f: f"{getattr(kafka_settings, f)}.{suffix}" for f in (
-        "topic_spans", "topic_dlq", "topic_otlp", "topic_sessions", "topic_alerts",
-        "topic_recalibrations")}
-    settings = kafka_settings.model_copy(update={
-        **names, "app_id": f"loadshape-it-{suffix}", "state_dir": tmp / "state",
-        "assumptions_file": ASSUMPTIONS, "baseline_sessions": 500})
-    import asyncio
-    asyncio.run(ensure_topics(settings))
+    settings = isolated_settings(kafka_settings, "loadshape-it", state_dir=tmp / "state",
+                                 assumptions_file=ASSUMPTIONS, baseline_sessions=500)
     data = workload_file(tmp / "spans.jsonl", scenario="dev-to-support", seed=7, sessions=4000,
                          partitions=settings.spans_partitions)
     records = keyed_lines(data)

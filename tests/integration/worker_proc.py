@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -19,6 +20,15 @@ ENV_FIELDS = ("bootstrap_servers", "kafka_port", "app_id", "state_dir", "topic_s
               "spans_partitions", "sessions_partitions", "reorder_lateness_s",
               "session_idle_timeout_s", "baseline_sessions", "otlp_encoding", "assumptions_file",
               "policy_file", "recalibration_key", "recalibration_mode")
+
+
+def isolated_settings(base: Settings, app_prefix: str, **update) -> Settings:
+    """``base`` with topics and app id unique to one test, the topics created."""
+    from app.broker.topics import ensure_topics
+
+    settings = base.isolated(uuid.uuid4().hex[:8], app_prefix, **update)
+    asyncio.run(ensure_topics(settings))
+    return settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
