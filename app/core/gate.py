@@ -9,10 +9,12 @@ share of sessions above / below the baseline median bucket, above its p95, p99 a
 buckets. An aspect passes when both hold:
 
 * statistical: the two-sample binomial likelihood-ratio statistic (G, in nats) of
-  "share in this window" vs "share in the baseline" is at least ``min_nats`` (~e^-24 for
-  one fixed window; the margin pays for scanning many windows over a long stream). It
-  counts the baseline's own sampling error, so a 2,000-session baseline does not pretend
-  to know its P99 exactly;
+  "share in this window" vs "share in the baseline" is at least ``nats_needed(window)``:
+  ``min_nats`` (24) for a window of ``min_post_n`` (20) sessions, falling as 1/n to
+  ``long_nats`` (18) from 27 sessions on. Short windows need more: every length up to 32 is
+  scanned (longer ones coarsely and overlapping), and a handful of discrete values fakes a
+  large G there far more often than the chi-square tail says. G counts the baseline's own
+  sampling error, so a 2,000-session baseline does not pretend to know its P99 exactly;
 * practical: the window moved the aspect's statistic by at least a configured fraction of
   the baseline's - mean or p50 for location (``min_rel_location``), the p95 / p99 for the
   tail aspects (``min_rel_tail``). Relative to ``max(|baseline stat|, scale_floor * p99)``
@@ -65,8 +67,9 @@ def scan_lengths(max_n: int) -> tuple[int, ...]:
 @dataclass(frozen=True, slots=True)
 class GateConfig:
     min_post_n: int = 20  # smallest post-change sample an alert may rest on
-    max_post_n: int = 256  # longest post-change window scanned
-    min_nats: float = 24.0
+    max_post_n: int = 512  # longest post-change window scanned
+    min_nats: float = 24.0  # evidence a window of min_post_n sessions needs
+    long_nats: float = 18.0  # ... falling as 1/n to this floor for longer windows
     min_rel_location: float = 0.25
     min_rel_tail: float = 0.5
     scale_floor: float = 0.1  # of the baseline p99: the smallest scale a change is judged on
@@ -74,6 +77,14 @@ class GateConfig:
     @property
     def lengths(self) -> tuple[int, ...]:
         return scan_lengths(self.max_post_n)
+
+    def nats_needed(self, n: int) -> float:
+        """Evidence a window of ``n`` sessions needs.
+
+        >>> [round(GateConfig().nats_needed(n), 1) for n in (20, 24, 30, 100)]
+        [24.0, 20.0, 18.0, 18.0]
+        """
+        return max(self.long_nats, self.min_nats * self.min_post_n / max(n, 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +122,8 @@ def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(
     best = _scan(values, ref, cfg.lengths)
     wait = 0
     for aspect, (nats, length) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0])):
-        if nats < cfg.min_nats:
-            break
+        if nats < cfg.nats_needed(max(length, cfg.min_post_n)):
+            continue
         if length < cfg.min_post_n:  # the change is too recent to describe it yet
             wait = max(wait, cfg.min_post_n - length)
             continue

@@ -98,7 +98,7 @@ GOLDEN = {  # scenario -> (alert index, detector, gate aspect, severity); change
     "fanout_3_to_11": (3019, "adwin", "tail p99", "page"),
     "context_8k_to_48k": (3019, "adwin", "tail p95", "page"),
     "tail_only_utilization": (3023, "tail_max", "tail max", "page"),
-    "retry_storm": (3070, "median_up", "median up", "warning"),
+    "retry_storm": (3030, "median_up", "median up", "warning"),
 }
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
+from app.core.gate import GateConfig
 from app.core.metricwatch import MetricState, Origin, observe
 from app.core.segment import MonitorConfig, SegmentMonitor, SegmentState
 from app.core.stats import MetricStats
@@ -100,7 +101,8 @@ def test_reading_stats_does_not_change_results_or_state():
 
 
 def test_stats_current_and_baseline():
-    mon = SegmentMonitor(MonitorConfig(window_n=500, baseline_n=1000, rebaseline_n=500))
+    mon = SegmentMonitor(MonitorConfig(window_n=500, baseline_n=1000, rebaseline_n=500,
+                                       gate=GateConfig(max_post_n=256)))
     state, _ = fold_all(sessions(1500, change=None), mon)
     cur, base = mon.stats(state), mon.stats(state, "baseline")
     assert isinstance(cur["fanout"], MetricStats) and cur["fanout"].n == 500
