@@ -124,7 +124,6 @@ class LoadshapeMetrics:
     sessions_closed: Counter
     late_spans: Counter
     consumer_lag: Gauge
-    emitter_dropped: Counter
     alerts_published: Counter
     alerts_forwarded: Counter
     otlp_spans_skipped: Counter
@@ -183,9 +182,6 @@ class LoadshapeMetrics:
             consumer_lag=Gauge(
                 "loadshape_consumer_lag_messages", "Kafka consumer lag of this worker.",
                 ["topic", "partition"], registry=r),
-            emitter_dropped=Counter(
-                "loadshape_emitter_dropped_spans_total", "Spans the emitter dropped.",
-                ["reason"], registry=r),
             alerts_published=Counter(
                 "loadshape_alerts_published_total", "Alerts published to Kafka.",
                 ["kind"], registry=r),
@@ -275,9 +271,6 @@ class LoadshapeMetrics:
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(max(lag, 0))
-
-    def count_emitter_drop(self, reason: str, n: int = 1) -> None:
-        self.emitter_dropped.labels(self.names.label(reason)).inc(n)
 
     def count_alert_published(self, kind: str) -> None:
         self.alerts_published.labels(kind).inc()

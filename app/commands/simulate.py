@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--speed", type=float, default=0.0,
                    help="with --kafka: event-time seconds per wall second (0 = flat out)")
     p.add_argument("--buffer-size", type=int, default=100_000, help="with --kafka: emitter buffer")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="with --kafka: serve the emitter's /metrics (sent, dropped) here (0: off)")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
     loop = p.add_argument_group("closed loop (docs/CLOSED_LOOP.md)")
     loop.add_argument("--closed-loop", action="store_true",
                       help="route through a gateway that recalibrations from the core update")
@@ -80,7 +83,8 @@ def run(args, settings) -> int:
         records = ordered(sessions, args.order)
         if args.kafka:
             sent, dropped = asyncio.run(emit_kafka(records, settings, speed=args.speed,
-                                                   buffer_size=args.buffer_size))
+                                                   buffer_size=args.buffer_size,
+                                                   registry=_metrics_registry(args)))
             where = f"{settings.topic_spans} ({dropped} dropped)"
         else:
             where = args.out or "-"
@@ -178,12 +182,30 @@ def _log_truth(sessions: Iterable, fh) -> Iterator:
         yield s
 
 
+def _metrics_registry(args):
+    """A served registry for the emitter's metrics, or None without ``--metrics-port``."""
+    if not args.metrics_port:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    from app.metrics import serve
+
+    registry = CollectorRegistry()
+    serve(registry, args.metrics_port, addr=args.metrics_addr)
+    return registry
+
+
 async def emit_kafka(records: Iterable[dict], settings, *, speed: float = 0.0,
-                     buffer_size: int = 100_000) -> tuple[int, int]:
-    """Emit records through ``SpanEmitter``; pace by their end times. -> (emitted, dropped)."""
+                     buffer_size: int = 100_000, registry=None) -> tuple[int, int]:
+    """Emit records through ``SpanEmitter``; pace by their end times. -> (emitted, dropped).
+
+    With a ``registry``, the emitter's counters (sent, dropped by reason) are exported on it."""
     from app.emitter import SpanEmitter  # lazy: only --kafka needs aiokafka and a broker
+    from app.emitter.metrics import register_emitter_metrics
 
     emitter = SpanEmitter(settings, buffer_size=buffer_size)
+    if registry is not None:
+        register_emitter_metrics(registry, lambda: [emitter.stats])
     await emitter.start()
     emitted = refused = 0
     wall0 = time.monotonic()

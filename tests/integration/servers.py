@@ -235,7 +235,6 @@ def synthetic_load(metrics, *, sessions: int = 20, t0_ns: int | None = None) -> 
     metrics.set_sessions_open(5)
     metrics.count_late_span()
     metrics.set_consumer_lag("agent.spans", 0, 3)
-    metrics.count_emitter_drop("queue_full")
     metrics.count_alert_published("drift")
     metrics.count_alert_forwarded("drift", "ok")
     metrics.count_otlp_skipped()

@@ -47,6 +47,7 @@ from worker_proc import WorkerProcess, isolated_settings, produce, settings_env
 
 from app import live_loop
 from app.emitter import EmitterStats, SpanEmitter
+from app.emitter.metrics import DROP_REASONS, register_emitter_metrics
 from app.metrics import LoadshapeMetrics, serve
 from app.settings import PROJECT_ROOT
 
@@ -159,11 +160,16 @@ def synthetic_target() -> Iterator[str]:
     """host:port of a /metrics endpoint fed continuously by a synthetic workload."""
     registry = CollectorRegistry()
     metrics = LoadshapeMetrics.create(registry, max_segments=10)
+    emitted = [EmitterStats()]  # the agents' emitter, in the same endpoint for brevity
+    register_emitter_metrics(registry, lambda: emitted[-1:])
     stop = threading.Event()
 
     def feed() -> None:
         while not stop.is_set():
             synthetic_load(metrics, sessions=5)
+            e = emitted[-1]
+            emitted.append(EmitterStats(queued=e.queued + 10, sent=e.sent + 9,
+                                        dropped_buffer_full=e.dropped_buffer_full + 1))
             stop.wait(0.25)
 
     feeder = threading.Thread(target=feed, daemon=True)
@@ -211,26 +217,6 @@ def panel_metrics() -> set[str]:
     return {m for _d, _t, expr in dashboard_queries() for m in re.findall(r"\bloadshape_\w+", expr)}
 
 
-class EmitterDropExporter:
-    """Mirror a ``SpanEmitter``'s own drop counters into a metrics bundle, as an agent process
-    exporting its emitter's health would. Both reasons start at 0: a real sample meaning
-    "nothing dropped yet"; afterwards only real drops (stat deltas) are counted."""
-
-    REASONS = {"buffer_full": "dropped_buffer_full", "send_failed": "dropped_send_failed"}
-
-    def __init__(self, metrics: LoadshapeMetrics) -> None:
-        self.metrics, self.seen = metrics, dict.fromkeys(self.REASONS, 0)
-        for reason in self.REASONS:
-            metrics.count_emitter_drop(reason, 0)
-
-    def sync(self, stats: EmitterStats) -> None:
-        for reason, attr in self.REASONS.items():
-            total = getattr(stats, attr)
-            if total > self.seen[reason]:
-                self.metrics.count_emitter_drop(reason, total - self.seen[reason])
-                self.seen[reason] = total
-
-
 @contextlib.contextmanager
 def served(registry: CollectorRegistry) -> Iterator[str]:
     port = free_port()
@@ -263,17 +249,6 @@ def alerts_forwarder(settings, am_url: str, log_path: Path) -> Iterator[str]:
                 proc.wait()
 
 
-async def live_run_exporting_drops(settings, exporter: EmitterDropExporter, emitters: list,
-                                   **kw) -> live_loop.LiveReport:
-    """The live loop, its emitter's stats copied into ``exporter`` every 0.25 s and at the end."""
-    task = asyncio.create_task(live_loop.run_live_loop(settings, say=lambda line: None, **kw))
-    while not task.done():
-        await asyncio.wait({task}, timeout=0.25)
-        for emitter in emitters:
-            exporter.sync(emitter.stats)
-    return task.result()
-
-
 def test_every_panel_query_returns_data_from_a_real_worker(kafka_settings, tmp_path: Path,
                                                             monkeypatch):
     settings = isolated_settings(
@@ -292,7 +267,7 @@ def test_every_panel_query_returns_data_from_a_real_worker(kafka_settings, tmp_p
 
     monkeypatch.setattr(live_loop, "SpanEmitter", RecordedEmitter)
     agents_registry = CollectorRegistry()
-    exporter = EmitterDropExporter(LoadshapeMetrics.create(agents_registry, max_segments=10))
+    register_emitter_metrics(agents_registry, lambda: [e.stats for e in emitters])
 
     worker_port = free_port()
     worker = WorkerProcess(settings, tmp_path / "worker.log", metrics_port=worker_port).start()
@@ -318,8 +293,8 @@ def test_every_panel_query_returns_data_from_a_real_worker(kafka_settings, tmp_p
             # 2000, drifts, breaks the 16K-cap assumption and is recalibrated while the run goes
             # on (with half as many sessions stage 2 has often released too few changed ones
             # by the end for the recalibrator to act)
-            report = asyncio.run(live_run_exporting_drops(
-                settings, exporter, emitters, sessions=4000, seed=7, rate=150.0))
+            report = asyncio.run(live_loop.run_live_loop(
+                settings, say=lambda line: None, sessions=4000, seed=7, rate=150.0))
 
             # a worker on a busy machine lags the agents: wait until it has caught up (alerts,
             # recalibration) and the forwarder has posted, then let two more scrapes land
@@ -340,7 +315,7 @@ def test_every_panel_query_returns_data_from_a_real_worker(kafka_settings, tmp_p
             assert_panels_have_data(prom, window=(start, time.time()))
 
             # the non-worker series are real: drops equal the emitter's own count, alerts ok
-            dropped = report.emitter["dropped_buffer_full"] + report.emitter["dropped_send_failed"]
+            dropped = sum(report.emitter[f] for f in DROP_REASONS.values())
             exported = query(prom, f'sum(loadshape_emitter_dropped_spans_total{{job="{AGENTS_JOB}"}})')
             assert float(exported[0]["value"][1]) == dropped
             assert query(prom, f'loadshape_alerts_forwarded_total{{job="{FORWARDER_JOB}",outcome="ok"}} > 0')

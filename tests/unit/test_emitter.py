@@ -351,3 +351,23 @@ def test_sync_emitter_left_open_is_closed_at_exit():
                           timeout=30, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert "stats 5 5" in done.stdout
+
+
+def test_drops_are_exported_to_prometheus_as_the_emitter_counts_them():
+    from prometheus_client import CollectorRegistry
+
+    from app.emitter.metrics import register_emitter_metrics
+
+    failing, _ = run_emitter(FakeKafka(mode="fail"), 120)
+    ok, _ = run_emitter(FakeKafka(), 30)
+    registry = CollectorRegistry()
+    register_emitter_metrics(registry, lambda: [failing.stats, ok.stats])
+
+    def sample(name: str, **labels) -> float:
+        return registry.get_sample_value(name, labels)
+
+    assert sample("loadshape_emitter_dropped_spans_total", reason="send_failed") == 120
+    assert sample("loadshape_emitter_dropped_spans_total", reason="buffer_full") == 0
+    assert sample("loadshape_emitter_spans_sent_total") == 30
+    assert sample("loadshape_emitter_spans_queued_total") == 150
+    assert sample("loadshape_emitter_buffered_spans") == 0

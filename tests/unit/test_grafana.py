@@ -12,6 +12,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from test_metrics import record_one_of_each
 
+from app.emitter.buffer import EmitterStats
+from app.emitter.metrics import register_emitter_metrics
 from app.metrics import LoadshapeMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +51,7 @@ def test_metric_name_parser():
 def bundle_names() -> set[str]:
     registry = CollectorRegistry()
     record_one_of_each(LoadshapeMetrics.create(registry, max_segments=5))
+    register_emitter_metrics(registry, lambda: [EmitterStats()])  # the agents' process
     return {s.name for fam in registry.collect() for s in fam.samples}
 
 

@@ -39,7 +39,6 @@ def record_one_of_each(m: LoadshapeMetrics, segment: str = "dev-assistant") -> N
     m.count_session_closed("session_end")
     m.count_late_span()
     m.set_consumer_lag("agent.spans", 0, 12)
-    m.count_emitter_drop("queue_full")
     m.count_alert_published("drift")
     m.count_alert_forwarded("drift", "ok")
     m.count_otlp_skipped()
