@@ -170,7 +170,7 @@ def _candidate(
     ev: dict[str, object] = {f: attrs[k] for k, f in SPAN_FIELDS.items() if k in attrs}
     ev.update(
         trace_id=trace_hex, span_id=span.span_id.hex(),
-        parent_span_id=span.parent_span_id.hex() or None,
+        parent_span_id=_genai_parent(span, index),
         start_time_unix_nano=span.start_time_unix_nano,
         end_time_unix_nano=span.end_time_unix_nano,
         session_id=_label(CONVERSATION, span, attrs, index, ()) or trace_hex,
@@ -189,6 +189,21 @@ def _candidate(
     if isinstance(provider, str):  # an extra field: not validated by SpanEvent
         ev["provider"] = provider
     return ev
+
+
+def _genai_parent(span: Span, index: _Index) -> str | None:
+    """The nearest ancestor that will be a SpanEvent: skipped (non-GenAI) spans of the same
+    request are walked through, so a GenAI span under a framework's own span keeps its true
+    depth in the session's span tree. A parent outside the request is kept as it is (it may
+    be a GenAI span of another request)."""
+    parent, seen = span.parent_span_id, 0
+    while parent and seen < _MAX_DEPTH:
+        node = index.get((span.trace_id, parent))
+        if node is None or OPERATION in node[1]:
+            return parent.hex()
+        parent = node[0]
+        seen += 1
+    return parent.hex() or None
 
 
 def _label(

@@ -16,6 +16,7 @@ from otlp_fixtures import (
     trace_hex,
 )
 
+from app.core import session
 from app.otlp import (
     MappedBatch,
     OtlpDecodeError,
@@ -143,6 +144,24 @@ def test_agent_precedence_span_ancestor_scope_resource_service() -> None:
     assert with_scope == ["own", "own", "scope"]  # chat under a non-GenAI span inherits too
     assert agents(resource={"service.name": "svc", "gen_ai.agent.name": "res"})[2] == "res"
     assert agents(resource={"service.name": "svc"})[2] == "svc"
+
+
+def test_genai_span_under_a_framework_span_keeps_its_depth() -> None:
+    # invoke_agent -> GET / (not GenAI, skipped) -> chat -> execute_tool: three GenAI levels
+    tool = genai("execute_tool", 3, 4, {"gen_ai.tool.name": "search"})
+    http = SpanSpec("GET /", 2, 6, {"http.request.method": "GET"},
+                    children=(genai("chat", 2, 5, children=[tool]),))
+    mapped = map_request(export_request([genai("invoke_agent", 1, 9, children=[http])]))
+    parents = {ev.span_id: ev.parent_span_id for ev in mapped.spans}
+    assert mapped.skipped_non_genai == 1
+    assert parents == {span_hex(1): None, span_hex(3): span_hex(1), span_hex(4): span_hex(3)}
+    state = None
+    for ev in mapped.spans:
+        state = session.fold(state, ev)
+    assert session.close(state, "session_end").depth == 3
+    # no GenAI ancestor at all: the chat is a root of the session's tree
+    alone = map_request(export_request([http])).spans
+    assert {ev.span_id: ev.parent_span_id for ev in alone}[span_hex(2)] is None
 
 
 def test_a_parent_cycle_in_hostile_input_terminates() -> None:
