@@ -165,7 +165,17 @@ def render_log4j(paths: BrokerPaths) -> str:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random KRaft cluster id (URL-safe base64 of 16 bytes). Like Kafka's own
+    ``Uuid.randomUuid()``, never one starting with '-': StorageTool would read ``-t -xyz``
+    as a missing argument.
+
+    >>> all(not _cluster_id().startswith("-") for _ in range(2000))
+    True
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _java_cmd(java: str, paths: BrokerPaths, settings: Settings, main: str) -> list[str]:
