@@ -1,5 +1,6 @@
 """Replay speed (``loadshape replay``'s core: decode + stage 1 + stage 2, no output files) vs the
-decode-only floors over the same file: orjson.loads per line, and decode_span (pydantic)."""
+decode-only floors over the same file: orjson.loads per line, decode_span (pydantic), and
+decode_span_fast (the compiled msgspec path replay decodes with; pydantic decides the rest)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import orjson
 from app.replay import build_replayer, feed_file
 from app.settings import PROJECT_ROOT, Settings
 from bench.common import Row, fmt_rate, spans_file, verdict
+from schemas.fastspan import decode_span_fast
 from schemas.validation import decode_span
 
 
@@ -44,6 +46,7 @@ def run(workdir: Path, *, sessions: int = 3000) -> tuple[list[Row], dict]:
     rate, alerts = max((replay(path, settings) for _ in range(2)), key=lambda r: r[0])
     f_json = floor(path, orjson.loads)
     f_valid = floor(path, decode_span)
+    f_fast = floor(path, decode_span_fast)
     ratio = f_json / rate
     rows = [
         Row("3 Replay", f"replay dev-to-support ({n:,} spans, {sessions:,} sessions)",
@@ -53,5 +56,7 @@ def run(workdir: Path, *, sessions: int = 3000) -> tuple[list[Row], dict]:
             note=f"replay is {ratio:.1f}x slower"),
         Row("3 Replay", "decode floor with validation: decode_span (pydantic)",
             f"{fmt_rate(f_valid)} spans/s", note=f"replay is {f_valid / rate:.1f}x slower"),
+        Row("3 Replay", "decode floor with validation: decode_span_fast (msgspec, as replay)",
+            f"{fmt_rate(f_fast)} spans/s", note=f"replay is {f_fast / rate:.1f}x slower"),
     ]
-    return rows, {"rate": rate, "floor_json": f_json, "floor_valid": f_valid}
+    return rows, {"rate": rate, "floor_json": f_json, "floor_valid": f_valid, "floor_fast": f_fast}

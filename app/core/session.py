@@ -135,21 +135,29 @@ def fold(state: SessionState | None, span: SpanEvent) -> SessionState:
     """Add ``span`` to its session's state; a span id seen before changes nothing.
 
     Updates ``state`` in place and returns it: the caller owns the state, and copying it per
-    span would cost more than the fold itself.
+    span would cost more than the fold itself. ``span`` is a ``SpanEvent`` or anything with
+    its fields (``schemas.fastspan.SpanRecord``). Runs once per span: kept flat on purpose.
     """
+    start = span.start_time_unix_nano
+    end = span.end_time_unix_nano
+    sid = span.span_id
     if state is None:  # empty; the span itself is added below
-        state = SessionState(span.session_id, span.agent, span.task_type,
-                             span.start_time_unix_nano, span.span_id,
-                             span.start_time_unix_nano, span.end_time_unix_nano)
+        state = SessionState(span.session_id, span.agent, span.task_type, start, sid, start, end)
     elif span.session_id != state.session_id:
         raise ValueError(f"span of session {span.session_id!r} folded into {state.session_id!r}")
-    sid = span.span_id
     parents = state.parents
     if sid in parents:
         return state
     parent = span.parent_span_id or NO_PARENT
     parents[sid] = parent
-    _fold_times(state, span, sid)
+    # times, and the segment from the earliest span by (start, span id)
+    if start < state.start_ns:
+        state.start_ns = start
+    if end > state.end_ns:
+        state.end_ns = end
+    if start < state.seg_start_ns or (start == state.seg_start_ns and sid < state.seg_span_id):
+        state.agent, state.task_type = span.agent, span.task_type
+        state.seg_start_ns, state.seg_span_id = start, sid
     if span.attempt > 1:
         state.retries += 1
     if span.reflection:
@@ -158,59 +166,46 @@ def fold(state: SessionState | None, span: SpanEvent) -> SessionState:
         state.errors += 1
     if span.session_end:
         state.closed = True
-    if span.complexity is not None and (
-        state.declared_complexity is None or span.complexity > state.declared_complexity
+    complexity = span.complexity
+    if complexity is not None and (
+        state.declared_complexity is None or complexity > state.declared_complexity
     ):
-        state.declared_complexity = span.complexity
+        state.declared_complexity = complexity
     op = span.operation
+    limit = span.context_limit
     if op in LLM_OPERATIONS:
-        _fold_llm(state, span)
+        state.llm_calls += 1
+        tokens = span.input_tokens
+        if tokens > state.context_tokens:
+            state.context_tokens = tokens
+        if limit is not None:
+            util = tokens / limit
+            if state.context_utilization is None or util > state.context_utilization:
+                state.context_utilization = util
+            if tokens >= limit:
+                state.truncations += 1
     elif op in TOOL_OPERATIONS:
         state.tool_calls += 1
-        state.tool_parents[parent] = state.tool_parents.get(parent, 0) + 1
-        if span.tool_name is not None:
-            state.tools[span.tool_name] = state.tools.get(span.tool_name, 0) + 1
-    _fold_cache_routing(state, span)
-    return state
-
-
-def _fold_times(state: SessionState, span: SpanEvent, sid: str) -> None:
-    start = span.start_time_unix_nano
-    if start < state.start_ns:
-        state.start_ns = start
-    if span.end_time_unix_nano > state.end_ns:
-        state.end_ns = span.end_time_unix_nano
-    if (start, sid) < (state.seg_start_ns, state.seg_span_id):
-        state.agent, state.task_type = span.agent, span.task_type
-        state.seg_start_ns, state.seg_span_id = start, sid
-
-
-def _fold_llm(state: SessionState, span: SpanEvent) -> None:
-    state.llm_calls += 1
-    tokens, limit = span.input_tokens, span.context_limit
-    if tokens > state.context_tokens:
-        state.context_tokens = tokens
-    if limit is not None:
-        util = tokens / limit
-        if state.context_utilization is None or util > state.context_utilization:
-            state.context_utilization = util
-        if tokens >= limit:
-            state.truncations += 1
-
-
-def _fold_cache_routing(state: SessionState, span: SpanEvent) -> None:
+        tool_parents = state.tool_parents
+        tool_parents[parent] = tool_parents.get(parent, 0) + 1
+        tool = span.tool_name
+        if tool is not None:
+            state.tools[tool] = state.tools.get(tool, 0) + 1
+    # cache and routing facts
     if span.cache_hit:
         state.cache_hits += 1
         age = span.cache_age_s
         if age is not None and (state.cache_age_s is None or age > state.cache_age_s):
             state.cache_age_s = age
-    if span.model is not None:
-        state.models[span.model] = state.models.get(span.model, 0) + 1
-    if span.route is not None:
-        state.routes[span.route] = state.routes.get(span.route, 0) + 1
-    limit = span.context_limit
+    model = span.model
+    if model is not None:
+        state.models[model] = state.models.get(model, 0) + 1
+    route = span.route
+    if route is not None:
+        state.routes[route] = state.routes.get(route, 0) + 1
     if limit is not None and (state.context_limit is None or limit > state.context_limit):
         state.context_limit = limit
+    return state
 
 
 def tree_depth(parents: dict[str, str]) -> int:
@@ -225,6 +220,29 @@ def tree_depth(parents: dict[str, str]) -> int:
     >>> tree_depth({"x": "y", "y": "x"}), tree_depth({})
     (2, 0)
     """
+    # Fast path: without a cycle no walk can be longer than the forest, and then the walks
+    # need no on-path bookkeeping; a walk that gets longer proves a cycle: cut as below.
+    depth: dict[str, int] = {}
+    limit = len(parents)
+    for sid in parents:
+        if sid in depth:
+            continue
+        path = [sid]
+        cur = parents[sid]
+        while cur in parents and cur not in depth:
+            path.append(cur)
+            if len(path) > limit:
+                return _tree_depth_cut(parents)
+            cur = parents[cur]
+        base = depth.get(cur, 0)
+        for node in reversed(path):
+            base += 1
+            depth[node] = base
+    return max(depth.values(), default=0)
+
+
+def _tree_depth_cut(parents: dict[str, str]) -> int:
+    """``tree_depth`` when the parent map has a cycle: walks in sorted order, cut on a revisit."""
     depth: dict[str, int] = {}
     for sid in sorted(parents):
         path: list[str] = []

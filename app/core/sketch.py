@@ -24,6 +24,7 @@ integer exactly (small counts read ``3``, not ``3.02``: assumptions like "p50 <=
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, pairwise
 
@@ -32,6 +33,11 @@ from app.core.stats import MetricStats
 MIN_VALUE = 1e-9  # below this a value counts as zero (ratios never need more resolution)
 ZERO_KEY = -(2**31)  # bucket key of the zero bucket, below every real key
 SUMMARY_QS = (0.5, 0.9, 0.95, 0.99)
+
+# Bucket representatives depend only on the mapping (1 / log gamma) and the key: computed once.
+# inverse log gamma -> key -> [representative, the same as read while all values are integers
+# (None until needed)]. Bounded: keys of finite floats lie within about +-36,000 at 1% accuracy.
+_REPRESENTATIVES: dict[float, dict[int, list]] = {}
 
 
 def inverse_log_gamma(rel_acc: float) -> float:
@@ -55,7 +61,7 @@ class Sketch:
     """Relative-error quantile sketch; ``add``, ``merge``, ``quantile``; plain-data state."""
 
     __slots__ = ("rel_acc", "max_buckets", "_inv_ln", "bins", "zeros", "count", "total",
-                 "lo", "hi", "integral", "floor", "_sorted")
+                 "lo", "hi", "integral", "floor", "_sorted", "_reps")
 
     def __init__(self, rel_acc: float = 0.01, max_buckets: int = 2048) -> None:
         if max_buckets < 2:
@@ -68,22 +74,18 @@ class Sketch:
         self.integral = True
         self.floor: int | None = None  # set once low buckets were collapsed
         self._sorted: list[int] | None = []  # cached sorted keys; None = stale
+        self._reps = _REPRESENTATIVES.setdefault(self._inv_ln, {})
 
     # -- writing -----------------------------------------------------------------------
     def key(self, x: float) -> int:
-        return bucket_key(x, self._inv_ln)
+        """``bucket_key(x, ...)`` of this sketch's mapping."""
+        return ZERO_KEY if x < MIN_VALUE else math.ceil(math.log(x) * self._inv_ln)
 
     def add(self, x: float, key: int | None = None) -> None:
         """Add one value, finite and >= 0 (``key``: its bucket, if the caller has it)."""
         if not 0.0 <= x < math.inf:
             raise ValueError(f"sketch values must be finite and >= 0, got {x!r}")
-        self._note(x)
-        if x < MIN_VALUE:
-            self.zeros += 1
-            return
-        self.add_key(math.ceil(math.log(x) * self._inv_ln) if key is None else key)
-
-    def _note(self, x: float) -> None:
+        # count, sum, min, max, integral (inline: once per value while a baseline is collected)
         if self.count == 0:
             self.lo = self.hi = float(x)
         elif x > self.hi:
@@ -94,6 +96,15 @@ class Sketch:
         self.total += x
         if self.integral and not float(x).is_integer():
             self.integral = False
+        if x < MIN_VALUE:
+            self.zeros += 1
+            return
+        k = math.ceil(math.log(x) * self._inv_ln) if key is None else key
+        bins = self.bins
+        if self.floor is None and k in bins:  # the common case, inline
+            bins[k] += 1
+        else:
+            self.add_key(k)
 
     def add_key(self, k: int, n: int = 1) -> None:
         """Count ``n`` more in bucket ``k`` (bookkeeping of count/sum is the caller's)."""
@@ -104,7 +115,8 @@ class Sketch:
             bins[k] += n
             return
         bins[k] = n
-        self._sorted = None
+        if self._sorted is not None:  # kept sorted as keys come and go: reads never sort
+            insort(self._sorted, k)
         if len(bins) > self.max_buckets:
             self._collapse()
 
@@ -117,7 +129,8 @@ class Sketch:
             self.bins[k] = left
         else:
             del self.bins[k]
-            self._sorted = None
+            if self._sorted is not None:
+                del self._sorted[bisect_left(self._sorted, k)]
 
     def _collapse(self) -> None:
         keys = self.sorted_keys()
@@ -180,24 +193,35 @@ class Sketch:
             raise ValueError("quantile of an empty sketch")
         if any(not 0.0 <= q <= 1.0 for q in qs):
             raise ValueError(f"quantiles must be in [0, 1], got {list(qs)!r}")
-        ranks = [max(1, math.ceil(q * self.count - 1e-9)) for q in qs]
-        out = [ZERO_KEY] * len(qs)
-        keys, bins = self.sorted_keys(), self.bins
-        cum, j = self.zeros, 0
-        for i in sorted(range(len(qs)), key=ranks.__getitem__):
-            while cum < ranks[i]:
-                cum += bins[keys[j]]
-                j += 1
-            out[i] = ZERO_KEY if j == 0 else keys[j - 1]
+        return self._keys_at(qs)
+
+    def _keys_at(self, qs: Sequence[float]) -> list[int]:
+        count = self.count
+        keys = self.sorted_keys()
+        # cum[j]: values in the zero bucket and the first j buckets; a rank's bucket is the
+        # first whose cumulative count reaches it
+        cum = list(accumulate(map(self.bins.__getitem__, keys), initial=self.zeros))
+        out = []
+        for q in qs:
+            j = bisect_left(cum, max(1, math.ceil(q * count - 1e-9)))
+            if j == len(cum):
+                raise IndexError("inconsistent sketch: fewer values in buckets than counted")
+            out.append(ZERO_KEY if j == 0 else keys[j - 1])
         return out
 
     def value_of(self, k: int) -> float:
         """Representative value of bucket ``k``, clamped to [min, max]."""
         if k == ZERO_KEY:
             return min(max(0.0, self.lo), self.hi)
-        v = 2.0 * math.exp(k / self._inv_ln) / (1.0 + math.exp(1.0 / self._inv_ln))
+        rep = self._reps.get(k)
+        if rep is None:
+            v = 2.0 * math.exp(k / self._inv_ln) / (1.0 + math.exp(1.0 / self._inv_ln))
+            rep = self._reps[k] = [v, None]
+        v = rep[0]
         if self.integral and k != self.floor:
-            v = self._snap(k, v)
+            if rep[1] is None:
+                rep[1] = self._snap(k, v)
+            v = rep[1]
         return min(max(v, self.lo), self.hi)
 
     def _snap(self, k: int, v: float) -> float:
@@ -218,8 +242,11 @@ class Sketch:
 
     def stats(self) -> MetricStats:
         """n, mean, p50, p90, p95, p99, max (the stage-2 currency)."""
-        p50, p90, p95, p99 = self.quantiles(SUMMARY_QS)
-        return MetricStats(self.count, self.mean, p50, p90, p95, p99, self.hi)
+        if self.count == 0:
+            raise ValueError("quantile of an empty sketch")
+        value_of = self.value_of
+        p50, p90, p95, p99 = [value_of(k) for k in self._keys_at(SUMMARY_QS)]
+        return MetricStats(self.count, self.total / self.count, p50, p90, p95, p99, self.hi)
 
     # -- plain data --------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -237,7 +264,8 @@ class Sketch:
         if len(keys) != len(d["c"]) or d["z"] + sum(d["c"]) != d["n"]:
             raise ValueError("inconsistent sketch data")
         s.bins = dict(zip(keys, d["c"], strict=True))
-        s._sorted = keys
+        # kept sorted from here on (to_dict writes increasing keys; anything else is re-sorted)
+        s._sorted = keys if all(b > a for a, b in pairwise(keys)) else None
         s.count, s.zeros, s.total = d["n"], d["z"], d["s"]
         s.lo, s.hi, s.integral, s.floor = d["lo"], d["hi"], bool(d["i"]), d["f"]
         return s

@@ -66,11 +66,16 @@ class SessionStep:
 
     def apply(self, stored: bytes | Entry | None, span: SpanEvent) -> StepResult:
         """Fold ``span``. A live entry passed in is updated in place (its caller owns it)."""
-        entry = _load(stored) if stored is not None else None
-        raw = stored if isinstance(stored, bytes) else None
-        if isinstance(entry, core.Tombstone):
+        if isinstance(stored, bytes):
+            raw, entry = stored, core.load(stored)
+        else:  # a live entry (replay) or nothing yet: runs once per span, kept lean
+            raw, entry = None, stored
+        if entry is None:
+            before = 0
+        elif isinstance(entry, core.Tombstone):
             return StepResult(entry, None, "late", entry.last_event_ns, raw)
-        before = len(entry.parents) if entry is not None else 0
+        else:
+            before = len(entry.parents)
         state = core.fold(entry, span)
         if state.closed:
             # also for a replayed span: a stored closed state means the worker stopped before

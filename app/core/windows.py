@@ -9,6 +9,11 @@ last 40 sessions"), so an alert compares what happened *after* the change with t
 baseline instead of a window diluted by pre-change sessions. Stored compactly: the ring is
 one base64 string (8 bytes a value), the sketch's buckets are small integer lists.
 
+Reads are kept cheap without changing a bit of what they return: the window's sum is kept
+exactly (integers: every float is a multiple of 2**-1074, and int division rounds exactly
+like ``math.fsum`` over the ring), and min/max are re-scanned only when the last copy of the
+minimum or maximum left the window (copies are counted), not whenever one copy did.
+
 >>> w = RollingWindow(size=8)
 >>> for x in range(20):
 ...     w.add(float(x))
@@ -32,7 +37,8 @@ from app.core.stats import MetricStats
 class RollingWindow:
     """The last ``size`` values: ring of raw values + sketch of the same values."""
 
-    __slots__ = ("ring", "pos", "n", "sketch", "lo", "hi", "_stale", "nonint")
+    __slots__ = ("ring", "pos", "n", "sketch", "lo", "hi", "_stale", "nonint",
+                 "_isum", "_acc", "_n_lo", "_n_hi", "_gone", "_negz")
 
     def __init__(self, size: int = 1024, rel_acc: float = 0.01, max_buckets: int = 2048) -> None:
         if size < 1:
@@ -44,6 +50,13 @@ class RollingWindow:
         self.lo = self.hi = 0.0
         self._stale = False  # an evicted value was the min or max
         self.nonint = 0  # non-integer values in the window (the sketch's integral flag)
+        # read-speed bookkeeping (derived, never stored): exact sums of the ring (its integers;
+        # its other values in units of 2**-1074); copies of lo / hi in the window; a min or
+        # max really left; -0.0 values
+        self._isum = self._acc = 0
+        self._n_lo = self._n_hi = 0
+        self._gone = False
+        self._negz = 0
 
     @property
     def size(self) -> int:
@@ -59,32 +72,73 @@ class RollingWindow:
         else:
             self.n += 1
         ring[pos] = x
+        stored = ring[pos]  # float(x)
         self.pos = (pos + 1) % len(ring)
         s.count += 1
         if x < MIN_VALUE:
             s.zeros += 1
+            if stored == 0.0 and math.copysign(1.0, stored) < 0.0:
+                self._negz += 1
         else:
-            s.add_key(s.key(x) if key is None else key)
-        if not float(x).is_integer():
+            k = math.ceil(math.log(x) * s._inv_ln) if key is None else key
+            bins = s.bins
+            if s.floor is None and k in bins:  # Sketch.add_key's common case, inline
+                bins[k] += 1
+            else:
+                s.add_key(k)
+        if stored.is_integer():
+            self._isum += int(stored)
+        else:
             self.nonint += 1
+            num, den = stored.as_integer_ratio()
+            self._acc += num << (_SHIFT + 1 - den.bit_length())
         if self.n == 1:
-            self.lo = self.hi = float(x)
+            self.lo = self.hi = stored
+            self._n_lo = self._n_hi = 1
+            self._gone = False
         elif x > self.hi:
-            self.hi = float(x)
+            self.hi = stored
+            self._n_hi = 1
         elif x < self.lo:
-            self.lo = float(x)
+            self.lo = stored
+            self._n_lo = 1
+        else:
+            if x == self.hi:
+                self._n_hi += 1
+            if x == self.lo:
+                self._n_lo += 1
 
     def _evict(self, old: float) -> None:
         s = self.sketch
         s.count -= 1
         if old < MIN_VALUE:
             s.zeros -= 1
+            if old == 0.0 and math.copysign(1.0, old) < 0.0:
+                self._negz -= 1
+                self._gone = True  # lo/hi may hold this -0.0: re-scan (zero signs must match)
         else:
-            s.remove_key(s.key(old))
-        if not old.is_integer():
+            k = math.ceil(math.log(old) * s._inv_ln)
+            bins = s.bins
+            if s.floor is None and bins.get(k, 0) > 1:  # Sketch.remove_key's common case
+                bins[k] -= 1
+            else:
+                s.remove_key(k)
+        if old.is_integer():
+            self._isum -= int(old)
+        else:
             self.nonint -= 1
+            num, den = old.as_integer_ratio()
+            self._acc -= num << (_SHIFT + 1 - den.bit_length())
         if old >= self.hi or old <= self.lo:
             self._stale = True
+            if old == self.hi:
+                self._n_hi -= 1
+                if self._n_hi <= 0:
+                    self._gone = True
+            if old == self.lo:
+                self._n_lo -= 1
+                if self._n_lo <= 0:
+                    self._gone = True
 
     def last(self, m: int) -> list[float]:
         """The last ``m`` values (fewer if fewer are kept), oldest first."""
@@ -100,12 +154,32 @@ class RollingWindow:
         """The sketch, with sum/min/max/integral set for the values now in the window."""
         s = self.sketch
         if self._stale:
-            kept = self.last(self.n)
-            self.lo, self.hi, self._stale = min(kept), max(kept), False
+            # a copy of the min or max left: re-scan only if it was the last copy (or zeros
+            # of both signs are about, which compare equal but read differently)
+            if self._gone or self._negz:
+                self._rescan()
+            self._stale = False
         # exact and independent of history: the same window always reads the same
-        s.total = math.fsum(self.ring)
+        s.total = self._total()
         s.lo, s.hi, s.integral = self.lo, self.hi, self.nonint == 0
         return s
+
+    def _total(self) -> float:
+        """``math.fsum(self.ring)``, from the exact running sums."""
+        isum, acc = self._isum, self._acc
+        if acc:  # some non-integers: int / int true division rounds correctly
+            exact = (isum << _SHIFT) + acc
+            if exact < _HUGE:
+                return exact / _SCALE
+        elif 0 < isum < _HUGE_INT:
+            return float(isum)  # int -> float rounds correctly
+        return math.fsum(self.ring)  # all zeros (their sign) or near float overflow
+
+    def _rescan(self) -> None:
+        kept = self.last(self.n)
+        self.lo, self.hi = min(kept), max(kept)
+        self._n_lo, self._n_hi = kept.count(self.lo), kept.count(self.hi)
+        self._gone = False
 
     def stats(self) -> MetricStats | None:
         """n, mean, p50, p90, p95, p99, max of the window (None while empty)."""
@@ -139,4 +213,23 @@ class RollingWindow:
         w.ring[:w.n] = kept
         w.pos = w.n % len(w.ring)
         w.sketch, w.lo, w.hi, w.nonint = sk, d["lo"], d["hi"], d["nonint"]
+        w._isum = sum(int(v) for v in kept if v.is_integer())
+        w._acc = sum(_exact(v) for v in kept if not v.is_integer())
+        w._negz = sum(1 for v in kept if v == 0.0 and math.copysign(1.0, v) < 0.0)
+        w._n_lo, w._n_hi = kept.count(w.lo), kept.count(w.hi)
+        w._gone = w.n > 0 and not (w._n_lo and w._n_hi)
         return w
+
+
+# The exact sum: every finite float is an integer multiple of 2**-1074, so the window's sum
+# is an integer in those units; int / int true division rounds correctly, like math.fsum.
+_SHIFT = 1074
+_SCALE = 1 << _SHIFT
+_HUGE_INT = 1 << 1000  # sums this large may round to overflow: left to math.fsum
+_HUGE = _HUGE_INT << _SHIFT
+
+
+def _exact(x: float) -> int:
+    """``x`` (a finite float >= 0) in units of 2**-1074."""
+    num, den = x.as_integer_ratio()
+    return num << (_SHIFT + 1 - den.bit_length())
