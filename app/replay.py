@@ -50,7 +50,9 @@ class Replayer:
 
     def __init__(self, session_step: SessionStep, segment_step: SegmentStep, *,
                  idle_timeout_ns: int, sinks: ReplaySinks | None = None) -> None:
-        self.s1, self.s2, self.timeout_ns = session_step, segment_step, idle_timeout_ns
+        # results are alerts only: the step's per-fold gauges (quantiles etc.) are not computed
+        self.s1, self.s2 = session_step, segment_step.without_gauges()
+        self.timeout_ns = idle_timeout_ns
         self.sinks = sinks or ReplaySinks()
         self.sessions: dict[str, object] = {}  # session id -> live SessionState / Tombstone
         self.segments: dict[str, object] = {}  # segment key -> SegmentEntry (live objects)

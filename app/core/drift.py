@@ -74,6 +74,11 @@ class AdwinDetector:
 
     def update(self, x: float) -> Signal | None:
         a = self._adwin
+        if _DIRECT:  # ADWIN.update without its wrappers (once per value of every metric)
+            if a._drift_detected:
+                a._reset()
+            hit = a._drift_detected = a._helper.update(x)
+            return Signal("adwin", int(a._helper.get_width())) if hit else None
         a.update(x)
         if a.drift_detected:
             return Signal(self.name, int(a.width))
@@ -140,7 +145,10 @@ class QuantileCusum:
         return cls(levels, h, inverse_log_gamma(ref.rel_acc))
 
     def update(self, x: float) -> Signal | None:
-        k = math.ceil(math.log(x) * self._inv_ln) if x >= MIN_VALUE else ZERO_KEY
+        return self.update_key(math.ceil(math.log(x) * self._inv_ln) if x >= MIN_VALUE else ZERO_KEY)
+
+    def update_key(self, k: int) -> Signal | None:
+        """``update(x)`` given ``x``'s bucket key under this detector's mapping (``_inv_ln``)."""
         out = None
         s_, run = self.s, self.run
         for i, (name, key, direction, hit, miss) in enumerate(self.levels):
@@ -165,6 +173,19 @@ class QuantileCusum:
         det.s, det.run = list(d["s"]), list(d["run"])
         return det
 
+
+def _adwin_is_direct() -> bool:
+    """river's ``ADWIN.update`` is ``if drift_detected: _reset()`` then ``_drift_detected =
+    _helper.update(x)`` (river 0.26); ``AdwinDetector.update`` does the same without the
+    wrappers when the attributes are there (``tests/unit/test_stage2_fastpaths.py`` checks it
+    against ``ADWIN.update``)."""
+    probe = drift.ADWIN()
+    return (hasattr(probe, "_helper") and hasattr(probe, "_reset")
+            and hasattr(probe._helper, "update") and hasattr(probe._helper, "get_width")
+            and probe.__dict__.get("_drift_detected") is False)
+
+
+_DIRECT = _adwin_is_direct()
 
 KINDS = MappingProxyType({"adwin": AdwinDetector, "quantile_cusum": QuantileCusum})
 

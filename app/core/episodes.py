@@ -40,6 +40,7 @@ from typing import Any
 
 WARMUP, WATCH, REBASELINE, SETTLE, COOLDOWN = "warmup", "watch", "rebaseline", "settle", "cooldown"
 PHASES = (WARMUP, WATCH, REBASELINE, SETTLE, COOLDOWN)
+TICKING = (SETTLE, COOLDOWN)  # the phases in which ``tick`` may change anything
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,8 @@ def baseline_frozen(ep: EpisodeState, *, n: int, ns: int) -> EpisodeState:
 def tick(ep: EpisodeState, *, n: int, ns: int,
          cfg: EpisodeConfig) -> tuple[EpisodeState, EpisodeState | None]:
     """Advance time to value ``n`` / event time ``ns``. Returns the new state and, when an
-    episode just ended, the closed episode (publish ``resolved``)."""
+    episode just ended, the closed episode (publish ``resolved``). ``ep`` itself when nothing
+    changed, and nothing changes outside the ``TICKING`` phases."""
     if ep.phase == SETTLE and n - ep.since_n >= cfg.settle_n:
         closed = ep
         return _enter(ep, COOLDOWN, n, ns, alert_id=None, detector=None, severity=None,

@@ -28,8 +28,9 @@ sketches) and returns what happened.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.core import episodes
 from app.core.alerts import alert_id, move_factor, severity
@@ -38,12 +39,11 @@ from app.core.episodes import EpisodeState
 from app.core.gate import Verdict, judge
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference
-from app.core.sketch import Sketch
+from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
 from app.core.windows import RollingWindow
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """The session being folded: it names alerts (content-hash ids) and drives the clock."""
 
     segment_key: str
@@ -122,22 +122,38 @@ def observe(st: MetricState, x: float, metric: str, origin: Origin,
     if not 0.0 <= x < math.inf:  # before anything changes: a bad value leaves st untouched
         raise ValueError(f"{metric}: values must be finite and >= 0, got {x!r}")
     st.n += 1
-    ns = origin.now
-    key = st.window.sketch.key(x)
-    st.window.add(x, key)
-    signals = [sig for det in st.free if (sig := det.update(x)) is not None]
+    window = st.window
+    inv_ln = window.sketch._inv_ln
+    key = ZERO_KEY if x < MIN_VALUE else math.ceil(math.log(x) * inv_ln)  # sketch.key(x)
+    window.add(x, key)
+    signals = None  # plain loops, a list only when a detector signals (rare)
+    for det in st.free:
+        sig = det.update(x)
+        if sig is not None:
+            if signals is None:
+                signals = []
+            signals.append(sig)
     if st.collecting is not None:
         st.collecting.add(x, key)
         target = cfg.baseline_n if st.episode.phase == episodes.WARMUP else cfg.rebaseline_n
         if st.collecting.count >= target:
-            _freeze(st, ns, cfg)
+            _freeze(st, origin.now, cfg)
         return None
-    signals += [sig for det in st.bound if (sig := det.update(x)) is not None]
-    out = _detect(st, signals, metric, origin, cfg)
-    ep, closed = episodes.tick(st.episode, n=st.n, ns=ns, cfg=cfg.episodes)
-    st.episode = ep
-    if closed is not None:
-        return Outcome("resolved", closed, closed.old or st.ref.summary(), st.ref.summary())
+    for det in st.bound:
+        # the tail CUSUMs bucket x like the window (same accuracy): reuse its key
+        sig = (det.update_key(key) if det.__class__ is QuantileCusum and det._inv_ln == inv_ln
+               else det.update(x))
+        if sig is not None:
+            if signals is None:
+                signals = []
+            signals.append(sig)
+    out = None if signals is None and st.candidate is None else _detect(
+        st, signals or (), metric, origin, cfg)
+    if st.episode.phase in episodes.TICKING:  # tick changes nothing in any other phase
+        ep, closed = episodes.tick(st.episode, n=st.n, ns=origin.now, cfg=cfg.episodes)
+        st.episode = ep
+        if closed is not None:
+            return Outcome("resolved", closed, closed.old or st.ref.summary(), st.ref.summary())
     return out
 
 
@@ -149,7 +165,7 @@ def _freeze(st: MetricState, ns: int, cfg: MonitorConfig) -> None:
     st.episode = episodes.baseline_frozen(st.episode, n=st.n, ns=ns)
 
 
-def _detect(st: MetricState, signals: list[Signal], metric: str, origin: Origin,
+def _detect(st: MetricState, signals: Sequence[Signal], metric: str, origin: Origin,
             cfg: MonitorConfig) -> Outcome | None:
     for sig in signals:
         if st.candidate is None:

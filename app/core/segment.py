@@ -104,14 +104,15 @@ class SegmentMonitor:
         origin = Origin(state.segment.key, shape.session_id, shape.end_time_unix_nano,
                         state.last_ns)
         alerts: list[Alert] = []
+        observe = metricwatch.observe
         for name in METRICS:
-            x = shape.metric(name)
-            if x is None:
+            value = getattr(shape, name)  # shape.metric(name), inline
+            if value is None:
                 continue
             ms = metrics.get(name)
             if ms is None:
                 ms = metrics[name] = MetricState.initial(cfg)
-            out = metricwatch.observe(ms, x, name, origin, cfg)
+            out = observe(ms, float(value), name, origin, cfg)
             if out is not None:
                 alerts.append(self._alert(state.segment, name, out, shape))
         return state, alerts

@@ -4,10 +4,20 @@ Shared by the worker and replay. A segment's entry holds the event-time reorder 
 every run feeds the detectors the same sequence), the segment monitor's state (sketches,
 detectors, episodes) and the assumption tracker's state. ``dump``/``load`` turn an entry
 into the bytes a Faust table stores; replay keeps entries as objects and never encodes.
+
+The reorder buffer holds the live ``SessionShape`` (``_Held``): a session is turned into plain
+data only if the entry is dumped while it waits (once, then kept), never on the fold path.
+The bytes ``dump`` writes are unchanged (a buffered session as
+``model_dump(mode="json", exclude_defaults=True)``), and the fold sees exactly what it saw
+when the buffer held that plain data and re-validated it on release: a shape that would not
+come back bit for bit (a -0.0 where the default is 0.0, extra fields) is still buffered as
+plain data (``tests/unit/test_stage2_fastpaths.py``).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -57,11 +67,23 @@ class Step2Result:
 
 
 class SegmentStep:
-    """Owns no state: every method maps an entry (and input) to a new entry and outputs."""
+    """Owns no state: every method maps an entry (and input) to a new entry and outputs.
+
+    ``gauges=False`` leaves ``Step2Result.quantiles`` / ``episodes`` / ``assumptions`` empty
+    (reading every metric's quantiles costs more than folding; replay never reads them);
+    nothing else changes.
+    """
 
     def __init__(self, monitor: SegmentMonitor, *, lateness_ns: int,
-                 tracker: AssumptionTracker | None = None) -> None:
+                 tracker: AssumptionTracker | None = None, gauges: bool = True) -> None:
         self.monitor, self.lateness_ns, self.tracker = monitor, lateness_ns, tracker
+        self.gauges = gauges
+
+    def without_gauges(self) -> SegmentStep:
+        """A copy of this step with ``gauges=False`` (for a caller that reads only alerts)."""
+        step = copy.copy(self)
+        step.gauges = False
+        return step
 
     @classmethod
     def from_settings(cls, settings, monitor_config: MonitorConfig | None = None) -> SegmentStep:
@@ -82,7 +104,10 @@ class SegmentStep:
 
     @staticmethod
     def dump(entry: SegmentEntry) -> bytes:
-        return orjson.dumps({"reorder": entry.buffer.to_dict(), "monitor": entry.monitor.to_dict(),
+        buf = entry.buffer
+        plain = reorder.ReorderState([(t, sid, _plain(item)) for t, sid, item in buf.heap],
+                                     buf.watermark, buf.released_upto, buf.late)
+        return orjson.dumps({"reorder": plain.to_dict(), "monitor": entry.monitor.to_dict(),
                              "tracker": entry.tracker.to_dict(),
                              "applied": {str(p): o for p, o in entry.applied.items()},
                              "recent": list(entry.recent.items())})
@@ -102,7 +127,7 @@ class SegmentStep:
         if _duplicate(entry, shape):
             return Step2Result(entry=entry)  # published again by stage 1: folded once already
         key = (shape.end_time_unix_nano, shape.session_id)
-        entry.buffer, late = reorder.push(entry.buffer, key, _compact(shape))
+        entry.buffer, late = reorder.push(entry.buffer, key, _held(shape))
         entry.buffer, ready = reorder.release(entry.buffer, self._bound(watermark_ns))
         return self._fold(entry, late + ready)
 
@@ -122,19 +147,24 @@ class SegmentStep:
     def _bound(self, watermark_ns: int | None) -> int | None:
         return None if watermark_ns is None else watermark_ns - self.lateness_ns
 
-    def _fold(self, entry: SegmentEntry, ready: list[dict]) -> Step2Result:
+    def _fold(self, entry: SegmentEntry, ready: list) -> Step2Result:
         res = Step2Result(entry=entry)
-        for data in ready:
-            shape = SessionShape.model_validate(data)
-            entry.monitor, alerts = self.monitor.fold(entry.monitor, shape)
-            res.alerts.extend(alerts)
+        if not ready:
+            return res
+        monitor, tracker = self.monitor, self.tracker
+        for item in ready:
+            shape = item.shape if item.__class__ is _Held else SessionShape.model_validate(item)
+            entry.monitor, alerts = monitor.fold(entry.monitor, shape)
+            if alerts:
+                res.alerts.extend(alerts)
             res.released.append(shape)
-            if self.tracker is not None and self.tracker.applicable(shape.segment):
-                entry.tracker, broken = self.tracker.observe(
-                    entry.tracker, shape.segment, _LazyStats(self.monitor, entry.monitor),
+            if tracker is not None and tracker.applicable(shape.segment):
+                entry.tracker, broken = tracker.observe(
+                    entry.tracker, shape.segment, _LazyStats(monitor, entry.monitor),
                     shape.end_time_unix_nano, shape.session_id)
-                res.alerts.extend(broken)
-        if res.released:
+                if broken:
+                    res.alerts.extend(broken)
+        if self.gauges:
             self._gauges(entry, res)
         return res
 
@@ -148,10 +178,25 @@ class SegmentStep:
 
 
 class _LazyStats(Mapping):
-    """Per-metric stats computed on first access (an assumption reads one or two metrics)."""
+    """Per-metric stats computed on first access (an assumption reads one or two metrics).
+
+    ``read(metric, stat)`` is ``(n, stats[metric].get(stat))`` without computing the other
+    statistics (the tracker's check needs only these two)."""
+
+    __slots__ = ("_monitor", "_state", "_cache")
 
     def __init__(self, monitor: SegmentMonitor, state: SegmentState) -> None:
         self._monitor, self._state, self._cache = monitor, state, {}
+
+    def read(self, metric: str, stat: str) -> tuple[int, float] | None:
+        """``(n, value of stat)`` of ``metric``'s current window; None when it has no values."""
+        found = self._cache.get(metric)
+        if found is not None:
+            return found.n, found.get(stat)
+        ms = (self._state.metrics or {}).get(metric)
+        if ms is None or not ms.window.n:
+            return None
+        return ms.window.n, ms.window.read(stat)
 
     def __getitem__(self, metric: str) -> MetricStats:
         if metric not in self._cache:
@@ -184,3 +229,32 @@ def _duplicate(entry: SegmentEntry, shape: SessionShape) -> bool:
 def _compact(shape: SessionShape) -> dict:
     """The shape as plain data for the reorder buffer (defaults left out: smaller state)."""
     return shape.model_dump(mode="json", exclude_defaults=True)
+
+
+class _Held:
+    """A buffered session: the live shape, and its plain data once it was dumped."""
+
+    __slots__ = ("shape", "data")
+
+    def __init__(self, shape: SessionShape) -> None:
+        self.shape, self.data = shape, None
+
+
+def _held(shape: SessionShape) -> _Held | dict:
+    """What the reorder buffer holds for ``shape``: the live shape when re-validating its plain
+    data would give it back bit for bit, else (the rare case) that plain data, as always."""
+    # A validated shape comes back from _compact except for: a -0.0 where the default is 0.0
+    # (dropped as "default", read back as 0.0), and extra fields (kept, but as JSON values).
+    if (math.copysign(1.0, shape.retry_rate) < 0.0 or math.copysign(1.0, shape.complexity) < 0.0
+            or shape.__pydantic_extra__):
+        return _compact(shape)
+    return _Held(shape)
+
+
+def _plain(item) -> dict:
+    """A buffered item as the plain data the state bytes hold."""
+    if item.__class__ is not _Held:
+        return item
+    if item.data is None:
+        item.data = _compact(item.shape)
+    return item.data

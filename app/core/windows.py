@@ -29,9 +29,11 @@ import base64
 import math
 import sys
 from array import array
+from bisect import bisect_left
+from itertools import accumulate
 
-from app.core.sketch import MIN_VALUE, Sketch
-from app.core.stats import MetricStats
+from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
+from app.core.stats import STAT_NAMES, MetricStats
 
 
 class RollingWindow:
@@ -185,6 +187,28 @@ class RollingWindow:
         """n, mean, p50, p90, p95, p99, max of the window (None while empty)."""
         return self._sync().stats() if self.n else None
 
+    def read(self, stat: str) -> float:
+        """``self.stats().get(stat)``, bit for bit, without computing the other statistics
+        (an assumption check reads one quantile of a window every session).
+
+        >>> w = RollingWindow(size=8)
+        >>> for x in [1.0, 2.0, 2.0, 3.0, 40.0]:
+        ...     w.add(x)
+        >>> [w.read(k) == w.stats().get(k) for k in ("mean", "p50", "p90", "p95", "p99", "max")]
+        [True, True, True, True, True, True]
+        """
+        if not self.n:
+            raise ValueError("quantile of an empty window")
+        q = _STAT_Q.get(stat)
+        s = self._sync()
+        if q is None:
+            if stat == "max":
+                return float(s.hi)
+            if stat == "mean":
+                return float(s.total / s.count)
+            raise KeyError(f"unknown stat {stat!r}; expected one of {', '.join(STAT_NAMES)}")
+        return float(s.value_of(_key_at(s, q)))
+
     def to_sketch(self) -> Sketch:
         """A standalone copy of the window's sketch (e.g. to merge across segments)."""
         return self._sync().copy()
@@ -227,6 +251,37 @@ _SHIFT = 1074
 _SCALE = 1 << _SHIFT
 _HUGE_INT = 1 << 1000  # sums this large may round to overflow: left to math.fsum
 _HUGE = _HUGE_INT << _SHIFT
+
+
+_STAT_Q = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}  # as sketch.SUMMARY_QS
+
+
+def _key_at(s: Sketch, q: float) -> int:
+    """``s._keys_at((q,))[0]`` (the bucket holding rank ``max(1, ceil(q * n - 1e-9))``, the
+    first whose cumulative count reaches it), for a consistent sketch (zeros + bucket counts =
+    count, as a window's always is): high quantiles walk down from the top bucket."""
+    count = s.count
+    rank = max(1, math.ceil(q * count - 1e-9))
+    if s.zeros >= rank:
+        return ZERO_KEY
+    keys, bins = s.sorted_keys(), s.bins
+    if q < 0.75:
+        cum = list(accumulate(map(bins.__getitem__, keys), initial=s.zeros))
+        j = bisect_left(cum, rank)
+        if j == len(cum):
+            raise IndexError("inconsistent sketch: fewer values in buckets than counted")
+        return keys[j - 1]
+    # the lowest bucket i with zeros + counts up to i >= rank, i.e. at most count - rank
+    # values in the buckets above it
+    room = count - rank
+    above = 0
+    i = len(keys) - 1
+    while i > 0:
+        above += bins[keys[i]]
+        if above > room:
+            break
+        i -= 1
+    return keys[i]
 
 
 def _exact(x: float) -> int:

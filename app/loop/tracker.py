@@ -33,10 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 from app.core.stats import MetricStats, SegmentStats
-from app.loop.assumptions import Assumption, check
+from app.loop.assumptions import Assumption
 from schemas.alert import Alert
 from schemas.common import DistributionSummary, Segment
 
@@ -81,29 +82,102 @@ class AssumptionTracker:
     def __init__(self, assumptions: tuple[Assumption, ...], config: TrackerConfig = TrackerConfig()):
         self.assumptions = tuple(assumptions)
         self.config = config
+        # (agent, task_type) -> (applicable assumptions, their state keys): derived, bounded
+        self._plans: dict[tuple[str, str | None], tuple[tuple[Assumption, ...], tuple[str, ...]]] = {}
+        self._sorted: dict[int, tuple[str, ...]] = {}  # id -> a judged tuple known to be sorted
 
     def applicable(self, segment: Segment) -> tuple[Assumption, ...]:
         """Assumptions declared for ``segment`` (an agent-only one covers its task types)."""
-        return tuple(a for a in self.assumptions if a.segment.matches(segment))
+        return self._plan(segment)[0]
+
+    def _plan(self, segment: Segment) -> tuple[tuple[Assumption, ...], tuple[str, ...]]:
+        ident = (segment.agent, segment.task_type)  # not .key: agent "a/b" != agent "a" + "b"
+        found = self._plans.get(ident)
+        if found is None:
+            mine = tuple(a for a in self.assumptions if a.segment.matches(segment))
+            found = (mine, tuple(f"{a.id}@{segment.key}" for a in mine))
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[ident] = found
+        return found
 
     def observe(
         self, state: TrackerState, segment: Segment, stats: SegmentStats, at_ns: int, session_id: str
     ) -> tuple[TrackerState, list[Alert]]:
-        """Re-check ``segment``'s assumptions after one session; return new state and alerts."""
-        episodes, alerts, judged = dict(state.open), [], set(state.judged)
-        for a in self.applicable(segment):
-            key = f"{a.id}@{segment.key}"
-            stat = stats.get(a.metric)
-            if stat is not None and stat.n >= self.config.min_samples:
+        """Re-check ``segment``'s assumptions after one session; return new state and alerts.
+
+        ``stats`` maps metric -> ``MetricStats``; if it also has ``read(metric, stat) ->
+        (n, value) | None`` (stage 2's lazy stats), that is used to check an assumption, and
+        full stats are computed only for an alert. ``state`` itself is returned when nothing
+        changed (it is immutable)."""
+        assumptions, keys = self._plan(segment)
+        if not assumptions:
+            return self._normal(state), []
+        read = getattr(stats, "read", None)
+        cfg = self.config
+        min_n = cfg.min_samples
+        episodes: dict[str, Episode] | None = None  # copied from state.open on the first change
+        judged: set[str] | None = None  # likewise state.judged
+        alerts: list[Alert] = []
+        for a, key in zip(assumptions, keys, strict=True):
+            if read is not None:
+                got = read(a.metric, a.stat)
+                if got is None:
+                    continue  # no values: nothing judged, nothing to open or close
+                n, observed = got
+            else:
+                stat = stats.get(a.metric)
+                if stat is None:
+                    continue
+                n = stat.n
+                observed = stat.get(a.stat) if n else 0.0
+            if n >= min_n and key not in (state.judged if judged is None else judged):
+                if judged is None:
+                    judged = set(state.judged)
                 judged.add(key)
-            ep, alert = self._step(a, episodes.get(key), segment, stat, at_ns, session_id)
+            if n == 0 or n < min_n:
+                continue  # too little evidence to open or close an episode
+            ep = (state.open if episodes is None else episodes).get(key)
+            alert = None
             if ep is None:
+                if a.holds_for(observed):
+                    continue
+                alert = broken_alert(a, segment, stats.get(a.metric), at_ns, session_id)
+                new_ep = Episode(alert_id=alert.alert_id, since=at_ns)
+            elif not a.holds_for(observed, abs(a.bound) * cfg.margin):
+                if ep.ok_streak == 0:
+                    continue  # replace(ep, ok_streak=0) == ep
+                new_ep = replace(ep, ok_streak=0)
+            elif ep.ok_streak + 1 < cfg.resolve_after:
+                new_ep = replace(ep, ok_streak=ep.ok_streak + 1)
+            else:
+                alert = resolved_alert(a, segment, stats.get(a.metric), ep, at_ns, session_id)
+                new_ep = None
+            if episodes is None:
+                episodes = dict(state.open)
+            if new_ep is None:
                 episodes.pop(key, None)
             else:
-                episodes[key] = ep
+                episodes[key] = new_ep
             if alert is not None:
                 alerts.append(alert)
-        return TrackerState(open=episodes, judged=tuple(sorted(judged))), alerts
+        if episodes is None and judged is None:
+            return self._normal(state), alerts
+        return TrackerState(open=dict(state.open) if episodes is None else episodes,
+                            judged=tuple(sorted(set(state.judged) if judged is None else judged))), alerts
+
+    def _normal(self, state: TrackerState) -> TrackerState:
+        """``state``, or (only if its ``judged`` is not sorted and unique, as ``observe`` always
+        leaves it) the same state with ``judged`` sorted and unique."""
+        j = state.judged
+        if len(j) < 2 or id(j) in self._sorted:
+            return state
+        if all(x < y for x, y in pairwise(j)):
+            if len(self._sorted) >= _MAX_PLANS:
+                self._sorted.clear()
+            self._sorted[id(j)] = j  # held, so the id stays this tuple's
+            return state
+        return TrackerState(open=dict(state.open), judged=tuple(sorted(set(j))))
 
     def gauges(self, state: TrackerState) -> dict[str, int]:
         """Gauge per assumption judged in ``state``: 1 holds, 0 broken (an open episode).
@@ -115,21 +189,8 @@ class AssumptionTracker:
         ids = sorted({k.partition("@")[0] for k in state.judged} | broken)
         return {i: int(i not in broken) for i in ids}
 
-    def _step(self, a, ep, segment, stats, at_ns, session_id):
-        res = check(a, stats)
-        if res.holds is None or res.n < self.config.min_samples:
-            return ep, None  # too little evidence to open or close an episode
-        if ep is None:
-            if res.holds:
-                return None, None
-            alert = broken_alert(a, segment, stats, at_ns, session_id)
-            return Episode(alert_id=alert.alert_id, since=at_ns), alert
-        margin = abs(a.bound) * self.config.margin
-        if not a.holds_for(res.observed, margin):
-            return replace(ep, ok_streak=0), None
-        if ep.ok_streak + 1 < self.config.resolve_after:
-            return replace(ep, ok_streak=ep.ok_streak + 1), None
-        return None, resolved_alert(a, segment, stats, ep, at_ns, session_id)
+
+_MAX_PLANS = 4096  # segments whose applicable assumptions are cached
 
 
 def content_id(*parts: Any) -> str:
