@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     dlq_partitions: int = Field(1, ge=1)
     otlp_partitions: int = Field(4, ge=1)
     recalibrations_partitions: int = Field(1, ge=1)
+    topic_stage1_state: str = Field("", description="stage-1 session state (compacted); "
+                                    "default: <app_id>-stage1-state")
 
     # --- stream processing --------------------------------------------------------------
     app_id: str = "loadshape"
@@ -67,10 +69,16 @@ class Settings(BaseSettings):
     reorder_lateness_s: float = Field(30.0, ge=0)
     source_idle_s: float = Field(300.0, gt=0,
                                  description="a span partition this far behind (event time) is idle")
+    source_quiet_s: float = Field(120.0, gt=0, description="... and has sent no heartbeat for "
+                                  "this long (Kafka record time; > a group's session timeout)")
     baseline_sessions: int = Field(2000, ge=100, description="sessions per segment in a drift baseline")
     web_port: int = Field(6066, ge=1, le=65535)
     metrics_max_segments: int = Field(20, ge=1)
     otlp_encoding: Literal["auto", "otlp_proto", "otlp_json"] = "auto"
+    stage1_checkpoint_s: float = Field(1.0, gt=0, description="stage-1 checkpoint interval (s)")
+    stage1_checkpoint_spans: int = Field(20_000, ge=1,
+                                         description="stage-1 checkpoint after this many spans "
+                                                     "of a partition")
 
     # --- closed loop --------------------------------------------------------------------
     recalibration_key: SecretStr | None = None
@@ -96,7 +104,19 @@ class Settings(BaseSettings):
         ('agent.spans.r1', 'demo-r1')
         """
         topics = {f: f"{getattr(self, f)}.{suffix}" for f in TOPIC_FIELDS}
+        if self.topic_stage1_state:
+            topics["topic_stage1_state"] = f"{self.topic_stage1_state}.{suffix}"
         return self.model_copy(update={**topics, "app_id": f"{app_prefix}-{suffix}", **update})
+
+    @property
+    def stage1_state_topic(self) -> str:
+        """Stage 1's compacted state topic; by default named after the app id (like Faust's
+        changelogs), so every consumer group has its own.
+
+        >>> Settings().stage1_state_topic, Settings(topic_stage1_state="s1").stage1_state_topic
+        ('loadshape-stage1-state', 's1')
+        """
+        return self.topic_stage1_state or f"{self.app_id}-stage1-state"
 
     def all_topics(self) -> dict[str, int]:
         """Topic name -> partition count, for bootstrap."""
@@ -107,6 +127,7 @@ class Settings(BaseSettings):
             self.topic_sessions: self.sessions_partitions,
             self.topic_alerts: self.alerts_partitions,
             self.topic_recalibrations: self.recalibrations_partitions,
+            self.stage1_state_topic: self.spans_partitions,
         }
 
     def masked_dump(self) -> dict[str, object]:

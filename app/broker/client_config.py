@@ -1,7 +1,9 @@
 """Kafka client configuration built from ``Settings``: the one place secrets are unwrapped.
 
 ``aiokafka_kwargs`` feeds ``AIOKafkaProducer``, ``AIOKafkaConsumer`` and
-``AIOKafkaAdminClient`` alike; ``faust_broker_kwargs`` feeds ``faust.App``. ``describe``
+``AIOKafkaAdminClient`` alike (stage 1's batch clients add their tuning to it:
+``batch_consumer_kwargs``, ``batch_producer_kwargs``, ``state_reader_kwargs``);
+``faust_broker_kwargs`` feeds ``faust.App``. ``describe``
 renders either for logs with every secret masked.
 
 >>> from app.settings import Settings
@@ -85,6 +87,43 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
     if context is not None:
         kwargs["ssl_context"] = context
     return kwargs
+
+
+def batch_consumer_kwargs(settings: Settings, *, group_id: str, session_timeout_s: float = 10.0,
+                          heartbeat_interval_s: float = 3.0, rebalance_timeout_s: float = 60.0,
+                          max_poll_interval_s: float = 300.0) -> dict[str, Any]:
+    """Stage 1's batch group consumer: security as every client, manual commits, large fetches.
+
+    >>> kw = batch_consumer_kwargs(Settings(kafka_port=19092), group_id="g", session_timeout_s=6)
+    >>> kw["group_id"], kw["enable_auto_commit"], kw["session_timeout_ms"], kw["bootstrap_servers"]
+    ('g', False, 6000, ['127.0.0.1:19092'])
+    """
+    return {
+        **aiokafka_kwargs(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": 4 << 20,
+        "fetch_max_bytes": 16 << 20,
+        "session_timeout_ms": int(session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(heartbeat_interval_s * 1000),
+        "rebalance_timeout_ms": int(rebalance_timeout_s * 1000),
+        "max_poll_interval_ms": int(max_poll_interval_s * 1000),
+    }
+
+
+def state_reader_kwargs(settings: Settings) -> dict[str, Any]:
+    """A group-less consumer that reads a state topic from its beginning (restore)."""
+    return {**aiokafka_kwargs(settings), "group_id": None, "enable_auto_commit": False,
+            "auto_offset_reset": "earliest", "max_partition_fetch_bytes": 8 << 20,
+            "fetch_max_bytes": 32 << 20, "fetch_max_wait_ms": 50}
+
+
+def batch_producer_kwargs(settings: Settings) -> dict[str, Any]:
+    """Stage 1's producer (sessions, heartbeats, dead letters, state checkpoints): acks from
+    every replica, since offsets are committed only once its records are acknowledged."""
+    return {**aiokafka_kwargs(settings), "acks": "all", "linger_ms": 5,
+            "max_batch_size": 1 << 20, "max_request_size": 8 << 20}
 
 
 def faust_broker_kwargs(settings: Settings) -> dict[str, Any]:

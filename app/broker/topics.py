@@ -21,12 +21,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic of DESIGN.md with its partitions and config.
 
     >>> [t.name for t in topic_specs(Settings()) if t.config]
-    ['routing.recalibrations']
+    ['routing.recalibrations', 'loadshape-stage1-state']
     """
+    compacted = {settings.topic_recalibrations, settings.stage1_state_topic}
     return [
-        TopicSpec(name, parts, COMPACTED if name == settings.topic_recalibrations else {})
+        TopicSpec(name, parts, COMPACTED if name in compacted else {})
         for name, parts in settings.all_topics().items()
     ]
+
+
+def stage1_state_spec(settings: Settings) -> TopicSpec:
+    """The stage-1 state topic: compacted, one partition per span partition (RF 1)."""
+    return TopicSpec(settings.stage1_state_topic, settings.spans_partitions, COMPACTED)
 
 
 async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:

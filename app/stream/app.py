@@ -1,9 +1,11 @@
 """The Faust application: the thin shell around the pure core.
 
-stage 1 (keyed by session): agent.spans -> session table -> loadshape.sessions (key: segment)
+stage 1 (keyed by session): agent.spans -> live sessions, checkpointed to the stage-1 state
+  topic -> loadshape.sessions (key: segment); a batch aiokafka consumer run as a service of
+  this app (``app.stream.stage1_batch``), not a Faust agent
 stage 2 (keyed by segment): loadshape.sessions -> segment table -> loadshape.alerts
-Both tables hold plain bytes produced by the core (changelogged, so a restarted worker
-resumes where it stopped); folding is idempotent, so a redelivered span changes nothing.
+Both hold plain bytes produced by the core (on Kafka, so a restarted worker resumes where it
+stopped); folding is idempotent, so a redelivered span changes nothing.
 """
 
 from __future__ import annotations
@@ -78,6 +80,6 @@ def make_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     # Faust pauses every stream whenever more than 100 table/changelog writes are waiting to
-    # be produced ("producer buffer full"); stage 1 writes one per span, so let it batch.
+    # be produced ("producer buffer full"); let stage 2 and normalisation batch their sends.
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     return app

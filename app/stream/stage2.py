@@ -7,12 +7,26 @@ Records are acknowledged (so their offsets may be committed) only once a checkpo
 them; the state records the last offset it folded per partition, so after a crash the
 redelivered records are skipped: results equal an uninterrupted run's, and a few alerts may be
 published again with the same alert_id (at-least-once output, deduplicated downstream).
+
+Acks go out in offset order per partition: a record (a heartbeat too) is acked only once every
+earlier record of its partition is. Faust commits the end of the first run of consecutive acked
+offsets, but it does not see a hole of one record right after the committed offset, nor any
+hole before the first commit (``Consumer._new_offset``): acked out of order, a session that no
+checkpoint held yet could be committed over, and a kill -9 then lost it.
+
+A span partition counts as idle (see ``app.core.watermarks``) only if it is also quiet in
+processing time: no heartbeat of it for ``source_quiet_s`` of *record* time, the Kafka
+timestamps of the records this partition reads. Record time, not this worker's clock: a
+backlog read after a restart carries the times it was written at, so a worker catching up
+decides exactly as the worker that read those records live, and a worker that was itself
+busy does not mistake its own pause for a quiet source.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 import orjson
 
@@ -33,19 +47,31 @@ CHECKPOINT_EVERY = 200  # sessions of a segment between state checkpoints
 CHECKPOINT_AFTER_S = 1.0  # a dirty segment is checkpointed on the next heartbeat after this
 
 
+class _Record:
+    """A record read and not acked yet; ``safe`` once a checkpoint holds it (or nothing must)."""
+
+    __slots__ = ("event", "safe")
+
+    def __init__(self, event, safe: bool) -> None:
+        self.event, self.safe = event, safe
+
+
 class Stage2:
     def __init__(self, app, settings, topics, metrics, step: SegmentStep, updates=None,
-                 capability: dict[str, float] | None = None, clock=time.monotonic) -> None:
+                 capability: dict[str, float] | None = None, clock=time.monotonic,
+                 wall=time.time) -> None:
         self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
         self.updates = updates  # stage 3 (recalibration) sink, or None when no policy is set
         self.capability = capability or {}  # model -> capability, from the policy's catalog
-        self.clock = clock
+        self.clock = clock  # checkpoint timing
+        self.wall = wall  # record time of a record without a Kafka timestamp
         self.table = app.Table("segments", partitions=settings.sessions_partitions, key_type=bytes,
                                value_type=bytes)
         self.sources: dict[int, SourceWatermarks] = {}
         self.segments: dict[int, set[bytes]] = {}
         self.entries: dict[bytes, object] = {}  # live segment entries
-        self.unacked: dict[bytes, list] = {}  # segment -> events folded since its checkpoint
+        self.unacked: dict[bytes, list[_Record]] = {}  # segment -> folded since its checkpoint
+        self.reading: dict[int, deque[_Record]] = {}  # partition -> not acked, in offset order
         self.dirty_since: dict[bytes, float] = {}
         self._stream = None
         self._held: bytes | None = None  # segment whose checkpoint must hold the current record
@@ -63,20 +89,35 @@ class Stage2:
                 self.unacked.pop(seg, None)
                 self.dirty_since.pop(seg, None)
             self.sources.pop(tp.partition, None)
+            self.reading.pop(tp.partition, None)
 
     async def run(self, stream) -> None:
         self._stream = stream = stream.noack()
         async for event in stream.events():
             self._held = None
+            partition = event.message.partition
+            self._record_time(partition, event.message.timestamp)
             await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
                           source=self.settings.topic_sessions, log=log)
-            if self._held is None:
-                await stream.ack(event)
-                continue
-            held = self.unacked.setdefault(self._held, [])
-            held.append(event)  # acked by the segment's next checkpoint
-            if len(held) >= CHECKPOINT_EVERY:
-                await self._checkpoint(self._held)
+            record = _Record(event, safe=self._held is None)
+            self.reading.setdefault(partition, deque()).append(record)
+            if self._held is not None:
+                held = self.unacked.setdefault(self._held, [])
+                held.append(record)  # safe once the segment's next checkpoint holds it
+                if len(held) >= CHECKPOINT_EVERY:
+                    await self._checkpoint(self._held)
+            await self._ack_safe(partition)
+
+    def _record_time(self, partition: int, timestamp_s: float | None) -> None:
+        if timestamp_s is None or timestamp_s <= 0:
+            timestamp_s = self.wall()
+        self._sources(partition).tick(int(timestamp_s * 1e9))
+
+    async def _ack_safe(self, partition: int) -> None:
+        """Ack the partition's records up to the first one no checkpoint holds yet."""
+        queue = self.reading.get(partition)
+        while queue and queue[0].safe:
+            await self._stream.ack(queue.popleft().event)
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
         if key == WATERMARK_KEY:
@@ -119,8 +160,12 @@ class Stage2:
             return
         self.table[seg] = self.step.dump(entry)
         self.dirty_since.pop(seg, None)
-        for event in self.unacked.pop(seg, []):
-            await self._stream.ack(event)
+        partitions = set()
+        for record in self.unacked.pop(seg, []):
+            record.safe = True
+            partitions.add(record.event.message.partition)
+        for partition in sorted(partitions):
+            await self._ack_safe(partition)
 
     def _watermark(self, partition: int) -> int | None:
         return self._sources(partition).release_upto(lateness_ns=0)
@@ -130,7 +175,8 @@ class Stage2:
         if found is None:
             found = self.sources[partition] = SourceWatermarks(
                 expected=self.settings.spans_partitions,
-                idle_ns=int(self.settings.source_idle_s * 1e9))
+                idle_ns=int(self.settings.source_idle_s * 1e9),
+                quiet_ns=int(self.settings.source_quiet_s * 1e9))
         return found
 
     def _segments(self, partition: int) -> set[bytes]:

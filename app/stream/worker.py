@@ -1,4 +1,4 @@
-"""Wire the worker: Faust app + stage 1 + stage 2 + metrics endpoint.
+"""Wire the worker: Faust app + stage 1 (batch service) + stage 2 + metrics endpoint.
 
 Everything is built here from injected settings and registry; nothing global.
 """
@@ -16,7 +16,7 @@ from app.stream.app import make_app, make_topics
 from app.stream.lag import register_lag_timer
 from app.stream.normalize import Normalize, catalog_windows
 from app.stream.recalibrate import Stage3
-from app.stream.stage1 import Stage1
+from app.stream.stage1_batch import BatchStage1
 from app.stream.stage2 import Stage2
 
 
@@ -25,13 +25,14 @@ def build_worker(settings: Settings, registry: CollectorRegistry):
     app = make_app(settings)
     topics = make_topics(app, settings)
     metrics = LoadshapeMetrics.create(registry, max_segments=settings.metrics_max_segments)
-    Stage1(app, settings, topics, metrics, SessionStep.from_settings(settings))
+    # stage 1 reads agent.spans in batches with its own group consumer, as a service of the app
+    app.service(BatchStage1(app, settings, metrics, SessionStep.from_settings(settings)))
     stage3 = _stage3(app, settings, topics, metrics)
     Stage2(app, settings, topics, metrics, SegmentStep.from_settings(settings),
            updates=stage3.publish_update if stage3 is not None else None,
            capability=capabilities(stage3.step.initial) if stage3 is not None else None)
     Normalize(app, settings, topics, metrics, catalog_windows(settings))
-    register_lag_timer(app, metrics, {settings.topic_spans, settings.topic_sessions, settings.topic_otlp})
+    register_lag_timer(app, metrics, {settings.topic_sessions, settings.topic_otlp})
     return app, metrics
 
 

@@ -32,20 +32,6 @@ FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1",
               "BROKER_REBALANCE_TIMEOUT": "20"}
 
 
-# Open bug (about 1 run in 2 on this machine): around the first rebalance (the second worker
-# joining while the first already folds) a few sessions are published a second time with
-# only their last spans (closed by session_end), and an alert of that segment then carries
-# different stats. A worker seems to keep folding buffered spans of a partition it just lost
-# (stream_wait_empty is off), against a table that no longer holds that partition's
-# sessions. Reported; kept visible as an xfail with the difference in its reason.
-GROUP_REBALANCE_OPEN = "known: partial sessions republished around a rebalance"
-# Open bug (2 of the last 8 runs): after kill -9 and restart the published sessions equal the
-# replay's, but the alerts of the segment that was mid-checkpoint come later and with other
-# stats, as if stage 2 had folded some of its sessions in another order (or twice) while
-# resuming from its checkpoint. Reported; kept visible as an xfail with the difference.
-RESTART_ALERTS_OPEN = "known: stage-2 alert stats can differ after resuming from a checkpoint"
-
-
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory, kafka_settings):
     tmp = tmp_path_factory.mktemp("crash-data")
@@ -69,8 +55,7 @@ def collect(settings, ref, timeout: float = 150.0):
     return session_records(sessions), [r["value"] for r in alerts]
 
 
-def check_equal(settings, ref, logs, label: str, known_flaky: str = "",
-                alerts_known_flaky: str = "") -> None:
+def check_equal(settings, ref, logs, label: str, known_flaky: str = "") -> None:
     sessions, alerts = collect(settings, ref)
     s_cmp = compare(sessions, ref.sessions, "session_id")
     a_cmp = compare(alerts, ref.alerts, "alert_id")
@@ -84,31 +69,19 @@ def check_equal(settings, ref, logs, label: str, known_flaky: str = "",
     if known_flaky and not (s_cmp.equal and a_cmp.equal):
         pytest.xfail(f"{known_flaky}: {describe(s_cmp, 'sessions')}; {describe(a_cmp, 'alerts')}")
     assert s_cmp.equal, describe(s_cmp, "sessions") + "\n" + tail
-    if alerts_known_flaky and not a_cmp.equal:
-        pytest.xfail(f"{alerts_known_flaky}: {describe(a_cmp, 'alerts')}")
     assert a_cmp.equal, describe(a_cmp, "alerts") + "\n" + tail
-
-
-# Stage 2 ignores a span partition that is source_idle_s behind the others in *event time*.
-# While a backlog is read after a restart or a rebalance, a fraction of a second of processing
-# skew is minutes of event time, so with the default (300 s) a lagging partition counts as
-# idle, its sessions arrive late and are folded out of order: alerts then differ from a replay
-# (reported as a bug; the fix belongs in the idle-source rule). These tests switch the rule off
-# and test everything else.
-NO_IDLE_SOURCES = 1e9
 
 
 @pytest.fixture
 def fast_group(monkeypatch):
     for name, value in FAST_GROUP.items():
         monkeypatch.setenv(name, value)  # Faust reads these from the environment
-    monkeypatch.setenv("LOADSHAPE_SOURCE_IDLE_S", str(NO_IDLE_SOURCES))
 
 
 def test_kill9_mid_load_then_restart_equals_uninterrupted_run(kafka_settings, workload, tmp_path,
                                                              fast_group):
     path, records = workload
-    settings = isolated(kafka_settings, tmp_path, source_idle_s=NO_IDLE_SOURCES)
+    settings = isolated(kafka_settings, tmp_path)
     ref = reference(settings, path)
     assert ref.alerts and len(ref.sessions) >= SESSIONS
     produce(settings, settings.topic_spans, records)
@@ -122,8 +95,7 @@ def test_kill9_mid_load_then_restart_equals_uninterrupted_run(kafka_settings, wo
         first.kill9()
         second = WorkerProcess(settings, tmp_path / "worker-2.log", metrics_port=free_port()).start()
         second.wait_ready()
-        check_equal(settings, ref, [first.log_path, second.log_path], "kill -9 + restart",
-                    alerts_known_flaky=RESTART_ALERTS_OPEN)
+        check_equal(settings, ref, [first.log_path, second.log_path], "kill -9 + restart")
         assert second.proc.poll() is None
     finally:
         first.stop()
@@ -134,7 +106,7 @@ def test_kill9_mid_load_then_restart_equals_uninterrupted_run(kafka_settings, wo
 def test_group_member_killed_and_restarted_equals_one_worker(kafka_settings, workload, tmp_path,
                                                              fast_group):
     path, records = workload
-    settings = isolated(kafka_settings, tmp_path, source_idle_s=NO_IDLE_SOURCES)
+    settings = isolated(kafka_settings, tmp_path)
     ref = reference(settings, path)
     produce(settings, settings.topic_spans, records)
     ports = [free_port(), free_port()]
@@ -148,8 +120,7 @@ def test_group_member_killed_and_restarted_equals_one_worker(kafka_settings, wor
         b.kill9()  # rebalance 1: a takes every partition once b's session times out
         b2 = WorkerProcess(settings, tmp_path / "worker-b2.log", metrics_port=ports[1]).start()
         b2.wait_ready()  # rebalance 2: the partitions are shared again
-        check_equal(settings, ref, [a.log_path, b.log_path, b2.log_path], "group member kill -9",
-                    known_flaky=GROUP_REBALANCE_OPEN)
+        check_equal(settings, ref, [a.log_path, b.log_path, b2.log_path], "group member kill -9")
         assert a.proc.poll() is None and b2.proc.poll() is None
     finally:
         for w in (a, b, b2):

@@ -12,7 +12,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.broker.client_config import aiokafka_kwargs, describe, faust_broker_kwargs
+from app.broker.client_config import (
+    aiokafka_kwargs,
+    batch_consumer_kwargs,
+    batch_producer_kwargs,
+    describe,
+    faust_broker_kwargs,
+    state_reader_kwargs,
+)
 from app.settings import Settings
 
 SASL_PASSWORD = "sasl-pw-7f3a9c"  # distinctive, so a leak is unmistakable
@@ -79,6 +86,54 @@ def test_scram_over_tls_reaches_producer_consumer_and_admin(scram_tls):
         assert isinstance(client._ssl_context, ssl.SSLContext)
         assert client._ssl_context.verify_mode == ssl.CERT_REQUIRED
         assert client._ssl_context.get_ca_certs()[0]["subject"] == ((("commonName", "loadshape-test"),),)
+
+
+def _stage1_clients(settings):
+    """Stage 1's batch group consumer, its producer and its state reader, as it builds them."""
+
+    async def build():
+        consumer = AIOKafkaConsumer(**batch_consumer_kwargs(settings, group_id="app-stage1",
+                                                            session_timeout_s=6))
+        producer = AIOKafkaProducer(**batch_producer_kwargs(settings))
+        reader = AIOKafkaConsumer(**state_reader_kwargs(settings))
+        out = {"consumer": consumer, "producer": producer, "reader": reader}
+        for c in (consumer, reader):
+            await c.stop()
+        await producer.stop()
+        return out
+
+    return asyncio.run(build())
+
+
+def test_scram_over_tls_reaches_stage1_consumer_producer_and_state_reader(scram_tls):
+    clients = _stage1_clients(scram_tls)
+    for name, built in clients.items():
+        client = built.client if name == "producer" else built._client
+        assert client._bootstrap_servers == ["k1:9093", "k2:9093"], name
+        assert (client._security_protocol, client._sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+        assert client._sasl_plain_username == "agent-writer"
+        assert client._sasl_plain_password == SASL_PASSWORD
+        assert isinstance(client._ssl_context, ssl.SSLContext)
+        assert client._ssl_context.verify_mode == ssl.CERT_REQUIRED
+    consumer = clients["consumer"]
+    assert consumer._group_id == "app-stage1" and consumer._enable_auto_commit is False
+    assert consumer._session_timeout_ms == 6000
+    assert clients["reader"]._group_id is None
+    assert clients["producer"]._sender._acks == -1  # "all": offsets wait for these acks
+
+
+def test_tls_only_reaches_stage1_clients(tls_files):
+    cert, key = tls_files
+    s = Settings(security_protocol="SSL", ssl_cafile=cert, ssl_certfile=cert, ssl_keyfile=key,
+                 ssl_key_password=KEY_PASSWORD)
+    for kwargs in (batch_consumer_kwargs(s, group_id="g"), batch_producer_kwargs(s),
+                   state_reader_kwargs(s)):
+        assert not any(k.startswith("sasl") for k in kwargs)
+        assert kwargs["security_protocol"] == "SSL"
+        assert isinstance(kwargs["ssl_context"], ssl.SSLContext)
+    for name, built in _stage1_clients(s).items():
+        client = built.client if name == "producer" else built._client
+        assert client._security_protocol == "SSL" and client._ssl_context is not None, name
 
 
 def test_scram_without_tls_has_no_ssl_context():
@@ -153,6 +208,8 @@ def test_no_secret_in_settings_dumps_or_descriptions(scram_tls):
     _assert_no_secret(repr(scram_tls))
     _assert_no_secret(str(scram_tls.masked_dump()))
     _assert_no_secret(describe(aiokafka_kwargs(scram_tls)))
+    _assert_no_secret(describe(batch_consumer_kwargs(scram_tls, group_id="g")))
+    _assert_no_secret(describe(batch_producer_kwargs(scram_tls)))
     described = describe(faust_broker_kwargs(scram_tls))
     _assert_no_secret(described)
     assert "mechanism='SCRAM-SHA-512'" in described and "username='agent-writer'" in described

@@ -1,0 +1,144 @@
+"""Stage 1 for one ``agent.spans`` partition: live session states, folded record by record.
+
+No Kafka here. ``handle`` folds one record and appends what must be sent, in order, to
+``out``: dead letters, re-keyed spans, closed ``SessionShape``s (key: segment) and, every
+``HEARTBEAT_EVERY`` spans, the partition's event-time watermark to every stage-2 partition
+(after the sessions it covers). ``checkpoint_records`` gives what changed since the last
+checkpoint (see ``session_store``); the shell writes it only once everything ``handle`` asked
+to send is acknowledged, so a closed session's tombstone never precedes its session record.
+
+Per span, exactly as ``app.replay`` does per file: fold (idempotent by span id), then close
+the sessions that went idle in event time (this partition's watermark), then heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from app.core.idle import IdleIndex
+from app.core.stage1 import SessionStep
+from app.stream.deadletter import dead_letter
+from app.stream.session_store import PartitionMeta, Record, Restored, checkpoint_records
+from schemas.deadletter import DeadLetter
+from schemas.fastspan import decode_span_fast
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 128  # spans per partition between watermark heartbeats
+WATERMARK_KEY = b"__watermark__"
+
+Send = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition (None: by key)
+
+
+class PartitionFold:
+    def __init__(self, partition: int, settings, step: SessionStep, metrics,
+                 restored: Restored | None = None) -> None:
+        self.partition, self.step, self.metrics = partition, step, metrics
+        self.topic_spans, self.topic_dlq = settings.topic_spans, settings.topic_dlq
+        self.topic_sessions = settings.topic_sessions
+        self.sessions_partitions = settings.sessions_partitions
+        self.timeout_ns = int(settings.session_idle_timeout_s * 1e9)
+        restored = restored if restored is not None else Restored()
+        meta = restored.meta if restored.meta is not None else PartitionMeta()
+        self.entries = restored.entries  # session id -> live SessionState / Tombstone
+        self.watermark = meta.watermark
+        self.offset = meta.offset  # last offset handled (folded, dead-lettered or re-keyed)
+        self.checkpointed = meta.offset  # last offset a written checkpoint holds
+        self.idle = IdleIndex()
+        for sid, entry in self.entries.items():
+            self.idle.touch(sid, entry.last_event_ns)
+        self.changed: set[str] = set()
+        self.since_heartbeat = meta.since_heartbeat
+        self.since_checkpoint = 0
+
+    def handle(self, key: bytes | None, raw: bytes, offset: int, out: list[Send]) -> None:
+        """Fold the record at ``offset`` (a record at or before ``self.offset`` was folded
+        before this checkpoint was taken: skipped). Never raises: an unexpected error
+        dead-letters the record."""
+        if offset <= self.offset:
+            return
+        self.offset = offset
+        self.since_checkpoint += 1
+        try:
+            self._handle(key, raw, offset, out)
+        except Exception as exc:  # noqa: BLE001 - nothing a producer sends may stop a worker
+            log.exception("%s: record at partition %s offset %s dead-lettered", self.topic_spans,
+                          self.partition, offset)
+            self.metrics.count_dead_letter("internal_error")
+            dl = DeadLetter.of(raw if isinstance(raw, bytes) else repr(raw).encode(),
+                               reason=f"internal error: {type(exc).__name__}: {exc}"[:4096],
+                               reason_code="internal_error", source=self.topic_spans,
+                               partition=self.partition, offset=offset)
+            out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
+
+    def _handle(self, key: bytes | None, raw: bytes, offset: int, out: list[Send]) -> None:
+        decoded = decode_span_fast(raw)
+        if not decoded.ok:
+            self.metrics.count_dead_letter(decoded.code)
+            dl = dead_letter(raw, decoded, source=self.topic_spans, partition=self.partition,
+                             offset=offset)
+            out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
+            return
+        span = decoded.value
+        sid = span.session_id
+        skey = sid.encode()
+        if key != skey:
+            # A session's spans must meet in one partition: re-publish under the right key.
+            out.append((self.topic_spans, skey, raw, None))
+            return
+        end = span.end_time_unix_nano
+        self.metrics.count_span(end)
+        result = self.step.apply(self.entries.get(sid), span)
+        outcome = result.outcome
+        if outcome == "late":
+            self.metrics.count_late_span()
+        elif outcome != "duplicate":
+            self._store(sid, result, out)
+        if end > self.watermark:
+            self.watermark = end
+        self._expire(out)
+        self.since_heartbeat += 1
+        if self.since_heartbeat >= HEARTBEAT_EVERY:
+            self.since_heartbeat = 0
+            self._heartbeat(out)
+
+    def _expire(self, out: list[Send]) -> None:
+        wm = self.watermark
+        for sid in self.idle.expired(watermark_ns=wm, timeout_ns=self.timeout_ns):
+            self._store(sid, self.step.expire(self.entries.get(sid), wm), out)
+
+    def _store(self, sid: str, result, out: list[Send]) -> None:
+        if result.entry is None:
+            self.entries.pop(sid, None)
+            self.idle.forget(sid)
+        else:
+            self.entries[sid] = result.entry
+            self.idle.touch(sid, result.last_event_ns)
+        self.changed.add(sid)
+        shape = result.closed
+        if shape is not None:
+            self.metrics.count_session_closed(shape.closed_by)
+            out.append((self.topic_sessions, shape.segment.key.encode(),
+                        shape.model_dump_json().encode(), None))
+
+    def _heartbeat(self, out: list[Send]) -> None:
+        """Tell every stage-2 partition how far this partition's event time has come."""
+        value = orjson.dumps({"src": self.partition, "wm": self.watermark})
+        for q in range(self.sessions_partitions):
+            out.append((self.topic_sessions, WATERMARK_KEY, value, q))
+
+    @property
+    def behind(self) -> bool:
+        """Records were handled since the last checkpoint."""
+        return self.offset > self.checkpointed
+
+    def checkpoint_records(self) -> list[Record]:
+        """What changed since the last checkpoint, and the meta record (see session_store).
+        Call only once every send ``handle`` asked for is acknowledged."""
+        records = checkpoint_records(self.entries, self.changed,
+                                     PartitionMeta(self.watermark, self.offset, self.since_heartbeat))
+        self.changed = set()
+        self.since_checkpoint = 0
+        return records

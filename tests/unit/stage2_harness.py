@@ -1,0 +1,221 @@
+"""An in-memory stand-in for the Faust pieces ``app.stream.stage2.Stage2`` touches (app, table,
+stream, topics), so the real shell runs in a unit test.
+
+Acks go through Faust's own commit rule (``Consumer._new_offset``: acked offsets -> the offset
+Kafka is told to resume from), with a commit after every record (the worst case). A "kill -9"
+keeps what a real one keeps: the segment table (its changelog) and the committed offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+
+import orjson
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+from prometheus_client import CollectorRegistry
+
+from app.core.segment import MonitorConfig, SegmentMonitor
+from app.core.stage2 import SegmentStep
+from app.metrics import LoadshapeMetrics
+from app.settings import Settings
+from app.stream.stage2 import WATERMARK_KEY, Stage2
+from schemas.common import Segment
+from schemas.session import SessionShape
+
+TOPIC = "sessions"
+SEC = 10**9
+
+
+# --- a minimal stand-in for the Faust pieces Stage2 touches ----------------------------------
+@dataclass
+class Msg:
+    partition: int
+    offset: int
+    timestamp: float | None
+    topic: str = TOPIC
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass
+class Event:
+    key: bytes | None
+    value: bytes
+    message: Msg
+
+
+class Table(dict):
+    @property
+    def data(self):
+        return self
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes]] = []
+
+    async def send(self, key=None, value=None, **kw):
+        self.sent.append((key, value))
+
+
+class Topics:
+    def __init__(self) -> None:
+        self.alerts, self.dlq, self.sessions = Sink(), Sink(), Sink()
+
+
+class Signal:
+    def connect(self, fn):
+        return fn
+
+
+class App:
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.agents = []
+        self.on_partitions_revoked = Signal()
+
+    def Table(self, name, **kw):  # noqa: N802 - Faust's spelling
+        return self.table
+
+    def agent(self, topic, name=None):
+        def register(fn):
+            self.agents.append(fn)
+            return fn
+        return register
+
+
+class _Committer:
+    """Faust's bookkeeping of acked offsets, with its real ``_new_offset`` commit rule."""
+
+    _new_offset = Consumer._new_offset
+
+    def __init__(self, committed: dict[TP, int]) -> None:
+        self._acked = defaultdict(list)
+        self._acked_index = defaultdict(set)
+        self._gap = defaultdict(IntervalTree)
+        # Faust keeps None for "nothing committed" and for a committed offset of 0
+        self._committed_offset = defaultdict(lambda: None, {tp: o or None for tp, o in committed.items()})
+
+    def ack(self, msg: Msg) -> None:  # Consumer.ack
+        committed = self._committed_offset[msg.tp]
+        if committed is None or msg.offset >= committed:
+            if msg.offset not in self._acked_index[msg.tp]:
+                self._acked_index[msg.tp].add(msg.offset)
+                self._acked[msg.tp].append(msg.offset)
+
+    def commit(self) -> None:  # Consumer._commit_tps, minus Kafka
+        for tp in list(self._acked):
+            offset = self._new_offset(tp)
+            committed = self._committed_offset[tp]
+            if offset is not None and (committed is None or offset > committed):
+                self._committed_offset[tp] = offset
+
+    def committed(self, tp: TP) -> int:
+        return self._committed_offset[tp] or 0
+
+
+class Stream:
+    def __init__(self, records: list[Event], committer: _Committer, stop_after: int | None,
+                 on_commit=None) -> None:
+        self.records, self.committer, self.stop_after = records, committer, stop_after
+        self.on_commit = on_commit or (lambda: None)
+        self.acked: list[Event] = []
+
+    def noack(self):
+        return self
+
+    async def events(self):
+        for n, event in enumerate(self.records):
+            if self.stop_after is not None and n >= self.stop_after:
+                return  # kill -9
+            yield event
+            self.committer.commit()  # the worst case: a commit after every record
+            self.on_commit()
+
+    async def ack(self, event: Event) -> bool:
+        self.acked.append(event)
+        self.committer.ack(event.message)
+        return True
+
+
+# --- the run ---------------------------------------------------------------------------------
+def settings(**over) -> Settings:
+    return Settings(spans_partitions=2, sessions_partitions=1, **over)
+
+
+def step() -> SegmentStep:
+    return SegmentStep(SegmentMonitor(MonitorConfig(baseline_n=200, rebaseline_n=200)),
+                       lateness_ns=0)
+
+
+def shape(i: int, end_ns: int | None = None, agent: str | None = None) -> SessionShape:
+    """Session ``i``: segment "b" one time in four, else "a", whose fan-out shifts at 450."""
+    agent = agent or ("b" if i % 4 == 3 else "a")
+    fanout = (11 + i % 3) if (agent == "a" and i >= 450) else 3 + i % 3
+    end = i * SEC + 1 if end_ns is None else end_ns
+    return SessionShape(session_id=f"s{i}", segment=Segment(agent=agent),
+                        start_time_unix_nano=end - 1, end_time_unix_nano=end,
+                        closed_by="session_end", spans=5, fanout=fanout)
+
+
+class Log:
+    """The records of one stage-2 partition, with their Kafka timestamps (seconds)."""
+
+    def __init__(self) -> None:
+        self.records: list[Event] = []
+
+    def session(self, s: SessionShape, ts: float) -> None:
+        self._add(s.segment.key.encode(), s.model_dump_json().encode(), ts)
+
+    def beat(self, src: int, wm_ns: int, ts: float) -> None:
+        self._add(WATERMARK_KEY, orjson.dumps({"src": src, "wm": wm_ns}), ts)
+
+    def _add(self, key: bytes, value: bytes, ts: float) -> None:
+        self.records.append(Event(key, value, Msg(0, len(self.records), ts)))
+
+
+END_NS = 10**6 * SEC  # a watermark past every session of these tests
+
+
+def records(n_sessions: int = 900, beat_every: int = 5) -> list[Event]:
+    """Sessions of two segments (3:1) and heartbeats of two span partitions, in step."""
+    log = Log()
+    for i in range(n_sessions):
+        ts = 1000.0 + i * 0.01
+        log.session(shape(i), ts)
+        if i % beat_every == beat_every - 1:
+            for src in (0, 1):
+                log.beat(src, i * SEC + 1, ts)
+    for src in (0, 1):  # every source passes the end: release everything
+        log.beat(src, END_NS, 1000.0 + n_sessions * 0.01)
+    return log.records
+
+
+class Worker:
+    """One worker process: a Stage2 shell over its table and the committed offsets."""
+
+    def __init__(self, table: Table | None = None, committed: dict[TP, int] | None = None,
+                 clock=lambda: 0.0, **settings_over) -> None:
+        self.app, self.topics = App(Table() if table is None else table), Topics()
+        metrics = LoadshapeMetrics.create(CollectorRegistry(), max_segments=20)
+        self.stage2 = Stage2(self.app, settings(**settings_over), self.topics, metrics, step(),
+                             clock=clock)
+        self.committer = _Committer(committed or {})
+
+    def run(self, recs: list[Event], stop_after: int | None = None, on_commit=None) -> Stream:
+        start = self.committer.committed(TP(TOPIC, 0))
+        stream = Stream(recs[start:], self.committer, stop_after, on_commit)
+        asyncio.run(self.stage2.run(stream))
+        return stream
+
+    def alerts(self) -> set[bytes]:
+        return {v for k, v in self.topics.alerts.sent}
+
+    def state(self) -> dict[bytes, bytes]:
+        return {seg: SegmentStep.dump(e) for seg, e in sorted(self.stage2.entries.items())}
