@@ -299,6 +299,7 @@ def wait_counts(workers: list[Worker], *, spans: int, timeout: float, settle: fl
     Returns perf_counter times of the first processed span, of the last span and of the last
     stage-2 release, with the counts. (Sessions still waiting for a watermark stay buffered.)"""
     first = last_span = last_release = None
+    first_spans, first_wall = 0.0, 0.0
     q_prev = -1.0
     deadline = time.monotonic() + timeout
     s = q = 0.0
@@ -308,13 +309,14 @@ def wait_counts(workers: list[Worker], *, spans: int, timeout: float, settle: fl
         q = sum(sessions_released(m) for m in ms)
         now = time.perf_counter()
         if first is None and s > 0:
-            first = now
+            first, first_spans, first_wall = now, s, time.time()
         if last_span is None and s >= spans:
             last_span = now
         if q != q_prev:
             q_prev, last_release = q, now
         if last_span is not None and now - last_release >= settle:
-            return {"first": first, "last_span": last_span, "done": max(last_span, last_release),
+            return {"first": first, "first_spans": first_spans, "first_wall": first_wall,
+                    "last_span": last_span, "done": max(last_span, last_release),
                     "spans": s, "sessions": q}
         for w in workers:
             if w.proc.poll() is not None:

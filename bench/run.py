@@ -20,7 +20,7 @@ from bench import bench_detection, bench_latency, bench_memory, bench_replay, be
 from bench.common import BENCH_PORT, Row, broker, machine
 
 SIZES = {
-    "full": {"tp_sessions": 6_000, "lat_trials": 25, "replay_sessions": 3_000,
+    "full": {"tp_sessions": 20_000, "lat_trials": 25, "replay_sessions": 3_000,
              "det_sessions": 16_000, "det_change": 10_000, "million": 1_000_000, "rss_spans": 10_000_000},
     "quick": {"tp_sessions": 800, "lat_trials": 5, "replay_sessions": 1_000,
               "det_sessions": 6_000, "det_change": 4_000, "million": 20_000, "rss_spans": 1_000_000},
@@ -36,8 +36,8 @@ def table(rows: list[Row]) -> str:
 def estimate(all_facts: dict) -> str:
     facts = all_facts.get("throughput", {})
     core_rate = all_facts.get("replay", {}).get("rate")
-    one = facts.get("one", {}).get("rate")
-    two = facts.get("two", {}).get("rate")
+    one = facts.get("one", {}).get("rate_done")  # end to end: until stage 2 released all
+    two = facts.get("two", {}).get("rate_done")
     raw = facts.get("raw_valid")
     floor = facts.get("floor")
     if not one:
@@ -45,7 +45,8 @@ def estimate(all_facts: dict) -> str:
     per = max(one, two / 2 if two else 0)
     workers = 1_000_000 / per
     lines = [
-        f"* Measured: {one:,.0f} spans/s per worker process (one core each). At that rate 1M "
+        f"* Measured: {one:,.0f} spans/s per worker process end to end (stage 1 + stage 2 in one "
+        f"process, one core each). At that rate 1M "
         f"spans/s needs about **{workers:,.0f} worker processes**, i.e. as many cores, and at "
         f"least as many `agent.spans` partitions (a partition is read by one worker; take "
         f"~{2 ** (int(workers * 1.5) - 1).bit_length():,} for headroom and rebalancing), plus the "
@@ -60,12 +61,9 @@ def estimate(all_facts: dict) -> str:
                      f"{floor:,.0f} spans/s here, so with Faust even a free fold would need "
                      f"{1_000_000 / floor:,.0f} processes for 1M spans/s.")
     if raw and core_rate:
-        batch = 1 / (1 / raw + 1 / core_rate)  # read + decode, then the core's own work
-        lines.append(f"* A batch consumer (aiokafka `getmany` + `decode_span`) reads {raw:,.0f} "
-                     f"spans/s on one core and the core (replay row) folds {core_rate:,.0f} "
-                     f"spans/s: a worker that folded spans in batches straight from aiokafka (no "
-                     f"per-message Faust event) could approach ~{batch:,.0f} spans/s, i.e. "
-                     f"~{1_000_000 / batch:,.0f} cores for 1M spans/s.")
+        lines.append(f"* The ceiling of a Python consumer here: aiokafka `getmany` + `decode_span` "
+                     f"reads {raw:,.0f} spans/s on one core; the core alone (replay row) folds "
+                     f"{core_rate:,.0f} spans/s.")
     return "\n".join(lines)
 
 
@@ -103,45 +101,38 @@ $ free -h
 
 
 FINDINGS = """\
-* **Worker throughput is bounded by Faust's per-message path, not by the core.** Profiling a
-  worker with py-spy (2026-11-29): the core (decode, fold, checkpoints) is a minority of the
-  CPU; the rest is faust-streaming's consumer loop, which runs
-  `Service.wait_first(callback(message), suspend_flow.wait())` for *every* message - two
-  tasks and an `asyncio.wait` per record - then the stream iterator, sensors, flow control,
-  and one changelog record per stage-1 table write. The "Faust floor" row is an agent that does
-  nothing at all. Fixed on this path (before -> after, 206,618 spans, one worker):
-  stage 2 no longer writes its ~150 KB segment state to the changelog per session (it
-  checkpoints every 200 sessions / 1 s and holds acks until then): 2,290 -> 3,220 spans/s,
-  broker 20.7 -> 6.4 CPU-s, worker 71.7 -> 52.9 CPU-s. The first profile also showed 21% of the
-  worker's main thread in `Sender._send_produce_req` (socket writes of those 2.7 GB).
-  What is left to reach 50,000 spans/s per worker (not done here):
-  1. stage 1 the same way: keep live `SessionState`s in memory, checkpoint dirty sessions to the
-     table every N spans / T s and ack the spans only then (removes ~1 changelog record per
-     span and the load/dump of the state per span);
-  2. replace the per-event Faust agent by a batch loop (aiokafka `getmany`, fold a batch, write
-     outputs, commit) - the raw-consumer rows are that loop's ceiling; Faust can still own
-     group membership and tables, or the worker can use aiokafka's group consumer directly.
-     Patching Faust's `wait_first` per message to a direct `await` when flow is not
-     suspended measured 7.7k -> 11-13k events/s for the no-op agent: worth upstreaming, but
-     still far from 50k.
-* **Replay** was profiled first (cProfile, 34,013-span dev-to-support file): stage 1 loaded and
-  re-encoded each session's state per span (orjson + dataclass: ~30% of the time). Replay now
-  keeps live session objects (`SessionStep` takes bytes or the live entry; the worker still
-  stores bytes): 43,700 -> 64,200 spans/s on that file, measured side by side. What is left is
-  pydantic validation of each span (`decode_span` row) and the per-session segment fold
-  (12 metrics x sketch/window/ADWIN/CUSUM updates, ~100 us per session). orjson alone is
-  ~4x faster than validation, so "<= 4x the orjson floor" is not reachable while every span
-  is validated by pydantic; 150,000 spans/s would need validation in a
-  compiled path (e.g. msgspec) and a cheaper per-session fold.
+* **Stage 1 left Faust's per-message path.** A Faust agent that does nothing reads ~7k
+  spans/s here ("Faust floor": `Service.wait_first` with two tasks and an `asyncio.wait` per
+  record, then the stream iterator); the old stage-1 agent, with one changelog record per
+  span, did 3,721 spans/s. Stage 1 is now a batch loop inside the worker process (aiokafka
+  group consumer, `getmany`, live sessions, checkpoints to a compacted state topic, commit
+  after the acks; `app/stream/stage1_batch.py`). Measured side by side on 229,984 spans
+  (both trees against one broker in one run, shared machine): 3,721 -> 58,213 spans/s for stage 1, and
+  3,658 -> 21,459 spans/s until stage 2 had released every session. The pre-loaded rows above
+  are this run's figures. **Stage 2 is now the limit**: it is still a Faust agent, reading
+  ~1 session record per ~11 spans plus 4 heartbeats per 128 spans of each span partition; the
+  next step is the same batch treatment for stage 2 (its state is already checkpointed, not
+  written per record). Earlier on the same path: stage-2 checkpoints every 200 sessions / 1 s
+  instead of a ~150 KB table write per session (2,290 -> 3,220 spans/s, broker 20.7 -> 6.4 CPU-s).
+* **Replay** (decode + stage 1 + stage 2 of one file, one core): 54,790 (previous run) ->
+  ~87,000 (msgspec fast path for SpanEvent v1 with pydantic as the schema of record and
+  fallback for every rejection; a flatter session fold; exact running window sums) -> ~115,000
+  spans/s (stage-2 fold 54 -> 25 us per session: live shapes in the reorder buffer, no gauges
+  in replay, one-quantile assumption reads, a leaner per-value fold); each step measured side by
+  side, alerts byte-identical. What is left is ~5 us per span of decode + stage 1 + the
+  replay loop, and ~25 us per session of stage 2: "<= 4x the orjson floor" (~4 us per span)
+  is not reachable for this pipeline in pure Python; 150,000 spans/s needs ~6.7 us per span.
 * **Latency** is dominated by the event-time reorder (`reorder_lateness_s`, default 30 s, set to
   0.25 s here) and the heartbeat cadence (every 128 spans per span partition): a session is
   released only when every partition's watermark passed it. With the default lateness the
   floor is 30 s by design; at low background rates heartbeats are rarer and latency grows.
-* **Scale-out**: 2 workers in one group on 2 cores reached 1.8x of one worker with equal
-  published sessions. The broker's own CPU (the CPU-s in the notes, 10-35% of a core during
-  a run) comes out of the same 2 cores: with one worker it uses the idle core, with two it
-  competes with them, so on this machine 2 workers cannot reach 2x; on dedicated broker
-  hosts scale-out is linear until a partition per worker runs out.
+  Stage 1 now also waits for its batch (`getmany`) and sends its outputs per batch.
+* **Scale-out** rows use records produced in one burst after the workers joined (pre-loading
+  would let the first worker take the whole backlog before the second joins), so they cannot
+  exceed the producer's rate: compare them with the 1-worker burst row, not with the
+  pre-loaded one. The broker's own CPU (the CPU-s in the notes) comes out of the same 2
+  cores, and two workers compete with it, so on this machine 2 workers cannot reach 2x; on
+  dedicated broker hosts scale-out is linear until a partition per worker runs out.
 * **Detection** compares the monitor with a plain ADWIN(clock=1) on the same values, and with
   ADWIN at delta 1e-5, the delta at which ADWIN too raised no false alarm over 300,000
   resampled steady sessions. River's default delta (0.002) buys its speed with ~60 false
