@@ -20,6 +20,16 @@ timestamps of the records this partition reads. Record time, not this worker's c
 backlog read after a restart carries the times it was written at, so a worker catching up
 decides exactly as the worker that read those records live, and a worker that was itself
 busy does not mistake its own pause for a quiet source.
+
+Faust does not deliver every record, and acks some itself: its stream iterator skips (and acks,
+"otherwise the lag would increase") a record read while flow control is suspended or of an
+older consumer generation, i.e. around a rebalance, and may deliver a record twice. So the
+shell (1) handles a partition's records strictly in offset order from Faust's committed offset:
+a record delivered again is dropped; after a hole it seeks back to the first record it has not
+handled and drops what comes until that record does; and (2) lets Faust commit no further
+than the records it acked itself (``_guard_commits``): Faust's acks of records it skipped,
+with nothing committed yet or the unacked record right after the committed offset, would
+otherwise commit over sessions no checkpoint holds, and the next owner would never fold them.
 """
 
 from __future__ import annotations
@@ -60,7 +70,8 @@ class Stage2:
     def __init__(self, app, settings, topics, metrics, step: SegmentStep, updates=None,
                  capability: dict[str, float] | None = None, clock=time.monotonic,
                  wall=time.time) -> None:
-        self.settings, self.topics, self.metrics, self.step = settings, topics, metrics, step
+        self.app, self.settings, self.topics, self.metrics = app, settings, topics, metrics
+        self.step = step
         self.updates = updates  # stage 3 (recalibration) sink, or None when no policy is set
         self.capability = capability or {}  # model -> capability, from the policy's catalog
         self.clock = clock  # checkpoint timing
@@ -73,6 +84,9 @@ class Stage2:
         self.unacked: dict[bytes, list[_Record]] = {}  # segment -> folded since its checkpoint
         self.reading: dict[int, deque[_Record]] = {}  # partition -> not acked, in offset order
         self.dirty_since: dict[bytes, float] = {}
+        self.expected: dict[int, int] = {}  # partition -> next offset to handle (offset order)
+        self.acked_upto: dict[int, int] = {}  # partition -> offset after the last record acked
+        self._sought: dict[int, int] = {}  # partition -> offset of the hole sought back to
         self._stream = None
         self._held: bytes | None = None  # segment whose checkpoint must hold the current record
         app.agent(topics.sessions, name="stage2-segments")(self.run)
@@ -90,10 +104,16 @@ class Stage2:
                 self.dirty_since.pop(seg, None)
             self.sources.pop(tp.partition, None)
             self.reading.pop(tp.partition, None)
+            self.expected.pop(tp.partition, None)
+            self.acked_upto.pop(tp.partition, None)
+            self._sought.pop(tp.partition, None)
 
     async def run(self, stream) -> None:
         self._stream = stream = stream.noack()
+        self._guard_commits()
         async for event in stream.events():
+            if not await self._in_order(event):
+                continue
             self._held = None
             partition = event.message.partition
             self._record_time(partition, event.message.timestamp)
@@ -108,6 +128,65 @@ class Stage2:
                     await self._checkpoint(self._held)
             await self._ack_safe(partition)
 
+    async def _in_order(self, event) -> bool:
+        """True if ``event`` is the next record of its partition to handle (then expected)."""
+        message = event.message
+        partition, offset = message.partition, message.offset
+        expected = self.expected.get(partition)
+        if expected is None:  # first record since the assignment: it must be the committed one
+            expected = await self._start(message.tp)
+            log.info("stage 2: %s[%s] first record %s, resuming at %s", message.topic, partition,
+                     offset, expected)
+        if expected is None or offset == expected:
+            self.expected[partition] = offset + 1
+            self._sought.pop(partition, None)
+            return True
+        if offset < expected:
+            return False  # delivered again: handled (in memory or in a checkpoint) already
+        # A hole: Faust skipped records. Seek back, and again for every later record that still
+        # comes first: Faust's fetcher may hand on records of a batch fetched before the seek,
+        # which moves its read offset past the hole again (the records read again are then
+        # dropped); after the last of them, the seek holds.
+        if self._sought.get(partition) != expected:
+            self._sought[partition] = expected
+            log.warning("stage 2: %s[%s] skipped from %s to %s; reading again from %s",
+                        message.topic, partition, expected, offset, expected)
+        try:
+            await self.app.consumer.seek(message.tp, expected)
+        except Exception as exc:  # noqa: BLE001 - e.g. not assigned any more: its owner reads it
+            log.warning("stage 2: seek of %s to %s failed: %r", message.tp, expected, exc)
+        return False
+
+    async def _start(self, tp) -> int | None:
+        """Where Faust resumes ``tp`` after an assignment: its committed offset or, when it does
+        not know one yet (nothing committed, or its seek to the committed offsets still to come),
+        the partition's first offset (read again from there: what a checkpoint holds is skipped)."""
+        committed = _committed(self.app, tp)
+        if committed is not None:
+            return committed
+        try:
+            return (await self.app.consumer.earliest_offsets(tp)).get(tp)
+        except Exception:  # noqa: BLE001 - then trust Faust's first record, as before
+            log.exception("stage 2: no earliest offset of %s", tp)
+            return None
+
+    def _guard_commits(self) -> None:
+        """Let Faust commit a sessions partition only up to the records this shell acked."""
+        consumer = getattr(self.app, "consumer", None)
+        if consumer is None or getattr(consumer, "_loadshape_guarded", False):
+            return
+        new_offset, topic, acked_upto = consumer._new_offset, self.settings.topic_sessions, self.acked_upto
+
+        def guarded(tp):
+            offset = new_offset(tp)
+            if offset is None or tp.topic != topic:
+                return offset
+            limit = acked_upto.get(tp.partition)
+            return None if limit is None else min(offset, limit)
+
+        consumer._new_offset = guarded
+        consumer._loadshape_guarded = True
+
     def _record_time(self, partition: int, timestamp_s: float | None) -> None:
         if timestamp_s is None or timestamp_s <= 0:
             timestamp_s = self.wall()
@@ -117,7 +196,9 @@ class Stage2:
         """Ack the partition's records up to the first one no checkpoint holds yet."""
         queue = self.reading.get(partition)
         while queue and queue[0].safe:
-            await self._stream.ack(queue.popleft().event)
+            event = queue.popleft().event
+            self.acked_upto[partition] = event.message.offset + 1
+            await self._stream.ack(event)
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
         if key == WATERMARK_KEY:
@@ -228,3 +309,9 @@ class Stage2:
             self.metrics.set_drift_episode(seg_key, metric, is_open)
         for assumption_id, holds in result.assumptions.items():
             self.metrics.set_assumption(assumption_id, seg_key, holds)
+
+
+def _committed(app, tp) -> int | None:
+    """The offset Faust resumed ``tp`` at (its committed offset), None if unknown or 0."""
+    committed = getattr(getattr(app, "consumer", None), "_committed_offset", None)
+    return None if committed is None else committed.get(tp)

@@ -75,8 +75,9 @@ class Signal:
 
 
 class App:
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, consumer=None) -> None:
         self.table = table
+        self.consumer = consumer  # the _Committer: Faust's commit bookkeeping, seek
         self.agents = []
         self.on_partitions_revoked = Signal()
 
@@ -101,6 +102,13 @@ class _Committer:
         self._gap = defaultdict(IntervalTree)
         # Faust keeps None for "nothing committed" and for a committed offset of 0
         self._committed_offset = defaultdict(lambda: None, {tp: o or None for tp, o in committed.items()})
+        self.sought: int | None = None  # offset a seek asked the stream to read from next
+
+    async def seek(self, tp: TP, offset: int) -> None:  # Consumer.seek
+        self.sought = offset
+
+    async def earliest_offsets(self, *tps: TP) -> dict[TP, int]:  # Consumer.earliest_offsets
+        return {tp: 0 for tp in tps}
 
     def ack(self, msg: Msg) -> None:  # Consumer.ack
         committed = self._committed_offset[msg.tp]
@@ -131,12 +139,18 @@ class Stream:
         return self
 
     async def events(self):
-        for n, event in enumerate(self.records):
+        i, n = 0, 0
+        while i < len(self.records):
             if self.stop_after is not None and n >= self.stop_after:
                 return  # kill -9
+            event = self.records[i]
+            i, n = i + 1, n + 1
             yield event
             self.committer.commit()  # the worst case: a commit after every record
             self.on_commit()
+            if self.committer.sought is not None:  # Consumer.seek: read on from there
+                i = max(0, self.committer.sought - self.records[0].message.offset)
+                self.committer.sought = None
 
     async def ack(self, event: Event) -> bool:
         self.acked.append(event)
@@ -146,7 +160,8 @@ class Stream:
 
 # --- the run ---------------------------------------------------------------------------------
 def settings(**over) -> Settings:
-    return Settings(spans_partitions=2, sessions_partitions=1, **over)
+    return Settings(**{"spans_partitions": 2, "sessions_partitions": 1, "topic_sessions": TOPIC,
+                       **over})
 
 
 def step() -> SegmentStep:
@@ -202,11 +217,11 @@ class Worker:
 
     def __init__(self, table: Table | None = None, committed: dict[TP, int] | None = None,
                  clock=lambda: 0.0, **settings_over) -> None:
-        self.app, self.topics = App(Table() if table is None else table), Topics()
+        self.committer = _Committer(committed or {})
+        self.app, self.topics = App(Table() if table is None else table, self.committer), Topics()
         metrics = LoadshapeMetrics.create(CollectorRegistry(), max_segments=20)
         self.stage2 = Stage2(self.app, settings(**settings_over), self.topics, metrics, step(),
                              clock=clock)
-        self.committer = _Committer(committed or {})
 
     def run(self, recs: list[Event], stop_after: int | None = None, on_commit=None) -> Stream:
         start = self.committer.committed(TP(TOPIC, 0))
