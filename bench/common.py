@@ -293,12 +293,11 @@ def sessions_released(m: dict[str, float]) -> float:
 
 
 def wait_counts(workers: list[Worker], *, spans: int, timeout: float, settle: float = 3.0,
-                poll: float = 0.1, min_sessions: int = 0) -> dict[str, float]:
+                poll: float = 0.1) -> dict[str, float]:
     """Poll until the workers together processed ``spans`` and stage 2 stopped releasing.
 
     Returns perf_counter times of the first processed span, of the last span and of the last
-    stage-2 release, with the counts. (Sessions still waiting for a watermark stay buffered;
-    ``min_sessions`` keeps a stage 2 that is merely starved for a while from looking done.)"""
+    stage-2 release, with the counts. (Sessions still waiting for a watermark stay buffered.)"""
     first = last_span = last_release = None
     first_spans, first_wall = 0.0, 0.0
     q_prev = -1.0
@@ -315,7 +314,7 @@ def wait_counts(workers: list[Worker], *, spans: int, timeout: float, settle: fl
             last_span = now
         if q != q_prev:
             q_prev, last_release = q, now
-        if last_span is not None and q >= min_sessions and now - last_release >= settle:
+        if last_span is not None and now - last_release >= settle:
             return {"first": first, "first_spans": first_spans, "first_wall": first_wall,
                     "last_span": last_span, "done": max(last_span, last_release),
                     "spans": s, "sessions": q}
