@@ -114,6 +114,11 @@ FINDINGS = """\
   next step is the same batch treatment for stage 2 (its state is already checkpointed, not
   written per record). Earlier on the same path: stage-2 checkpoints every 200 sessions / 1 s
   instead of a ~150 KB table write per session (2,290 -> 3,220 spans/s, broker 20.7 -> 6.4 CPU-s).
+* **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
+  released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
+  yielding, so a starved stage 2 can look done early. The pre-loaded row (stage 2 finishing
+  within 0.1 s of stage 1) is likely such a case; the burst row (~23,000 spans/s) is the
+  better end-to-end figure until the bench also checks the released count.
 * **Replay** (decode + stage 1 + stage 2 of one file, one core): 54,790 (previous run) ->
   ~87,000 (msgspec fast path for SpanEvent v1 with pydantic as the schema of record and
   fallback for every rejection; a flatter session fold; exact running window sums) -> ~115,000
