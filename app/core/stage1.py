@@ -78,8 +78,10 @@ class SessionStep:
             before = len(entry.parents)
         state = core.fold(entry, span)
         if state.closed:
-            # also for a replayed span: a stored closed state means the worker stopped before
-            # Kafka had the session (see app.stream.stage1), so the session is published again
+            # also for a replayed span: a stored closed state means a worker stopped before
+            # Kafka had the session, so the session is published again (stage 2 drops the
+            # duplicate); the batch stage 1 (app.stream.stage1_batch) checkpoints tombstones
+            # only after the session is acked, and keeps this path for states stored before
             return self._close(state, "session_end", "closed", state.end_ns)
         if len(state.parents) == before:
             return StepResult(state, None, "duplicate", state.last_event_ns, raw)
