@@ -21,10 +21,9 @@ from app.core.stage2 import SegmentStep
 from app.stream.deadletter import dead_letter
 from schemas.alert import Alert
 from schemas.deadletter import DeadLetter
-from schemas.fastspan import SpanRecord, fast_record
+from schemas.fastspan import SpanRecord, decode_span_fast
 from schemas.session import SessionShape
 from schemas.span import SpanEvent
-from schemas.validation import decode_span
 
 
 @dataclass
@@ -62,14 +61,11 @@ class Replayer:
         self.result = ReplayResult()
 
     def feed_raw(self, raw: bytes, *, source: str, line: int) -> None:
-        span = fast_record(raw)  # compiled path; pydantic decides (and explains) the rest
-        if span is None:
-            decoded = decode_span(raw)
-            if not decoded.ok:
-                self.reject(raw, decoded, source=source, line=line)
-                return
-            span = decoded.value
-        self.feed(span)
+        decoded = decode_span_fast(raw)  # compiled path; pydantic decides (and explains) the rest
+        if not decoded.ok:
+            self.reject(raw, decoded, source=source, line=line)
+            return
+        self.feed(decoded.value)
 
     def reject(self, raw: bytes, decoded, *, source: str, line: int) -> None:
         self.result.dead_letters += 1
@@ -79,12 +75,7 @@ class Replayer:
         self.result.spans += 1
         sid = span.session_id
         res = self.s1.apply(self.sessions.get(sid), span)
-        if res.entry is None:  # _store, inline (once per span)
-            self.sessions.pop(sid, None)
-            self.idle.forget(sid)
-        else:
-            self.sessions[sid] = res.entry
-            self.idle.touch(sid, res.last_event_ns)
+        self._store(sid, res)
         if res.outcome == "late":
             self.result.late_spans += 1
         if span.end_time_unix_nano > self.watermark:
