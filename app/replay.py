@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from app.core.idle import IdleIndex
+from app.core.live_sessions import LiveSessions
 from app.core.stage1 import SessionStep
 from app.core.stage2 import SegmentStep
 from app.stream.deadletter import dead_letter
@@ -45,18 +45,15 @@ class ReplaySinks:
 
 
 class Replayer:
-    """Holds the run's state (dicts instead of Faust tables); the steps stay pure."""
+    """Holds the run's state (live objects instead of Kafka state); the steps stay pure."""
 
     def __init__(self, session_step: SessionStep, segment_step: SegmentStep, *,
                  idle_timeout_ns: int, sinks: ReplaySinks | None = None) -> None:
         # results are alerts only: the step's per-fold gauges (quantiles etc.) are not computed
-        self.s1, self.s2 = session_step, segment_step.without_gauges()
-        self.timeout_ns = idle_timeout_ns
+        self.s2 = segment_step.without_gauges()
+        self.live = LiveSessions(session_step, timeout_ns=idle_timeout_ns)
         self.sinks = sinks or ReplaySinks()
-        self.sessions: dict[str, object] = {}  # session id -> live SessionState / Tombstone
         self.segments: dict[str, object] = {}  # segment key -> SegmentEntry (live objects)
-        self.idle = IdleIndex()
-        self.watermark = 0
         self._tick = 0
         self.result = ReplayResult()
 
@@ -73,34 +70,25 @@ class Replayer:
 
     def feed(self, span: SpanEvent | SpanRecord) -> None:
         self.result.spans += 1
-        sid = span.session_id
-        res = self.s1.apply(self.sessions.get(sid), span)
-        self._store(sid, res)
-        if res.outcome == "late":
-            self.result.late_spans += 1
-        if span.end_time_unix_nano > self.watermark:
-            self.watermark = span.end_time_unix_nano
+        live = self.live
+        res = live.fold(span)
         if res.closed is not None:
             self._segment(res.closed)
-        for idle_sid in self.idle.expired(watermark_ns=self.watermark, timeout_ns=self.timeout_ns):
-            res = self.s1.expire(self.sessions.get(idle_sid), self.watermark)
-            self._store(idle_sid, res)
+        elif res.outcome == "late":
+            self.result.late_spans += 1
+        for _, res in live.expire():
             if res.closed is not None:
                 self._segment(res.closed)
 
-    def _store(self, sid: str, res) -> None:
-        if res.entry is None:
-            self.sessions.pop(sid, None)
-            self.idle.forget(sid)
-        else:
-            self.sessions[sid] = res.entry
-            self.idle.touch(sid, res.last_event_ns)
+    @property
+    def watermark(self) -> int:
+        return self.live.watermark
 
     def _segment(self, shape: SessionShape) -> None:
         self.result.sessions += 1
         self.sinks.session(shape)
         key = shape.segment.key
-        res = self.s2.apply(self.segments.get(key), shape, self.watermark)
+        res = self.s2.apply(self.segments.get(key), shape, self.live.watermark)
         self.segments[key] = res.entry
         self._alerts(res.alerts)
         self._advance_others(key)
@@ -112,7 +100,7 @@ class Replayer:
             return
         for key, entry in self.segments.items():
             if key != except_key and self.s2.pending(entry):
-                self._alerts(self.s2.advance(entry, self.watermark).alerts)
+                self._alerts(self.s2.advance(entry, self.live.watermark).alerts)
 
     def _alerts(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:
@@ -121,9 +109,7 @@ class Replayer:
 
     def finish(self, *, flush: bool = True) -> ReplayResult:
         if flush:
-            for sid in sorted(self.sessions):
-                res = self.s1.flush(self.sessions[sid])
-                self._store(sid, res)
+            for _, res in self.live.flush():
                 if res.closed is not None:
                     self._segment(res.closed)
             for key in sorted(self.segments):

@@ -1,14 +1,17 @@
 """Which open sessions have gone idle, in event time.
 
-A lazy min-heap of (last_event_ns, session_id): every touch pushes a new entry; stale
-entries (the session was touched again, or closed) are skipped when popped. The index is
-in-memory only: after a restart the shell rebuilds it from the session table.
+A lazy min-heap: each session has at most one live heap entry, queued at a time no later
+than its last event. A touch that moves a session's last event later only records the new
+time (no heap push per span); when the entry comes up, a session that is not idle after
+all is queued again at its real last event. Sessions come out in (last event, id) order,
+whatever the history of touches. In-memory only: after a restart the shell rebuilds it from
+its session entries.
 
 >>> idx = IdleIndex()
 >>> idx.touch("a", 10); idx.touch("b", 20); idx.touch("a", 30)
->>> idx.expired(watermark_ns=45, timeout_ns=20)
+>>> idx.expired(45, 20)
 ['b']
->>> idx.expired(watermark_ns=100, timeout_ns=20)
+>>> idx.expired(100, 20)
 ['a']
 >>> len(idx)
 0
@@ -20,37 +23,50 @@ import heapq
 
 
 class IdleIndex:
-    __slots__ = ("_heap", "_last")
+    __slots__ = ("_heap", "_last", "_queued")
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, str]] = []
-        self._last: dict[str, int] = {}
+        self._last: dict[str, int] = {}  # session id -> last event time
+        self._queued: dict[str, int] = {}  # session id -> time of its live heap entry
 
     def touch(self, session_id: str, last_event_ns: int) -> None:
-        if self._last.get(session_id) == last_event_ns:
-            return
         self._last[session_id] = last_event_ns
-        heapq.heappush(self._heap, (last_event_ns, session_id))
-        if len(self._heap) > 4 * len(self._last) + 64:
-            self._compact()
+        queued = self._queued.get(session_id)
+        if queued is None or last_event_ns < queued:  # the live entry must not be later
+            self._queue(session_id, last_event_ns)
 
     def forget(self, session_id: str) -> None:
-        self._last.pop(session_id, None)
+        if self._last.pop(session_id, None) is not None:
+            del self._queued[session_id]
 
-    def expired(self, *, watermark_ns: int, timeout_ns: int) -> list[str]:
-        """Pop every session whose last event is older than watermark - timeout."""
-        out = []
+    def expired(self, watermark_ns: int, timeout_ns: int) -> list[str]:
+        """Remove and return every session whose last event is older than
+        ``watermark_ns - timeout_ns``, oldest first (ties by session id)."""
+        heap = self._heap
         limit = watermark_ns - timeout_ns
-        while self._heap and self._heap[0][0] < limit:
-            last, sid = heapq.heappop(self._heap)
-            if self._last.get(sid) == last:
-                del self._last[sid]
-                out.append(sid)
-        return out
+        if not heap or heap[0][0] >= limit:  # the common case: nothing is due
+            return []
+        due = []
+        while heap and heap[0][0] < limit:
+            queued, sid = heapq.heappop(heap)
+            if self._queued.get(sid) != queued:
+                continue  # a stale entry: forgotten, or queued again since
+            last = self._last[sid]
+            if last < limit:
+                del self._last[sid], self._queued[sid]
+                due.append((last, sid))
+            else:
+                self._queue(sid, last)
+        due.sort()
+        return [sid for _, sid in due]
 
-    def _compact(self) -> None:
-        self._heap = [(t, s) for s, t in self._last.items()]
-        heapq.heapify(self._heap)
+    def _queue(self, session_id: str, at_ns: int) -> None:
+        self._queued[session_id] = at_ns
+        heapq.heappush(self._heap, (at_ns, session_id))
+        if len(self._heap) > 4 * len(self._queued) + 64:
+            self._heap = [(t, s) for s, t in self._queued.items()]
+            heapq.heapify(self._heap)
 
     def __len__(self) -> int:
         return len(self._last)

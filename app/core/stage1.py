@@ -33,7 +33,7 @@ Outcome = Literal["folded", "duplicate", "closed", "late", "expired", "idle_clos
 Entry = core.SessionState | core.Tombstone
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per span, and frozen init is 3x slower
 class StepResult:
     entry: Entry | None
     closed: SessionShape | None

@@ -124,7 +124,7 @@ class BatchStage1(Service):
                 handle(m.key, m.value, m.offset, out)
             if out:
                 await self._send(tp.partition, out)
-        self.metrics.set_sessions_open(sum(len(f.idle) for f in self.folds.values()))
+        self.metrics.set_sessions_open(sum(len(f.live.idle) for f in self.folds.values()))
         now = time.monotonic()
         if now - self._lag_at >= LAG_EVERY_S:
             self._lag_at = now
@@ -212,7 +212,7 @@ class BatchStage1(Service):
             self.folds[p] = fold
             self.checkpointed_at[p] = now
             log.info("stage 1: partition %s restored: %s sessions, meta %s (%.2f s)", p,
-                     len(fold.entries), meta, now - began)
+                     len(fold.live.entries), meta, now - began)
         if never:
             await self.consumer.seek_to_beginning(*never)
 

@@ -17,7 +17,7 @@ import logging
 
 import orjson
 
-from app.core.idle import IdleIndex
+from app.core.live_sessions import LiveSessions
 from app.core.stage1 import SessionStep
 from app.stream.deadletter import dead_letter
 from app.stream.session_store import PartitionMeta, Record, Restored, checkpoint_records
@@ -35,20 +35,16 @@ Send = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partiti
 class PartitionFold:
     def __init__(self, partition: int, settings, step: SessionStep, metrics,
                  restored: Restored | None = None) -> None:
-        self.partition, self.step, self.metrics = partition, step, metrics
+        self.partition, self.metrics = partition, metrics
         self.topic_spans, self.topic_dlq = settings.topic_spans, settings.topic_dlq
         self.topic_sessions = settings.topic_sessions
         self.sessions_partitions = settings.sessions_partitions
-        self.timeout_ns = int(settings.session_idle_timeout_s * 1e9)
         restored = restored if restored is not None else Restored()
         meta = restored.meta if restored.meta is not None else PartitionMeta()
-        self.entries = restored.entries  # session id -> live SessionState / Tombstone
-        self.watermark = meta.watermark
+        self.live = LiveSessions(step, timeout_ns=int(settings.session_idle_timeout_s * 1e9),
+                                 entries=restored.entries, watermark=meta.watermark)
         self.offset = meta.offset  # last offset handled (folded, dead-lettered or re-keyed)
         self.checkpointed = meta.offset  # last offset a written checkpoint holds
-        self.idle = IdleIndex()
-        for sid, entry in self.entries.items():
-            self.idle.touch(sid, entry.last_event_ns)
         self.changed: set[str] = set()
         self.since_heartbeat = meta.since_heartbeat
         self.since_checkpoint = 0
@@ -88,34 +84,21 @@ class PartitionFold:
             # A session's spans must meet in one partition: re-publish under the right key.
             out.append((self.topic_spans, skey, raw, None))
             return
-        end = span.end_time_unix_nano
-        self.metrics.count_span(end)
-        result = self.step.apply(self.entries.get(sid), span)
+        self.metrics.count_span(span.end_time_unix_nano)
+        result = self.live.fold(span)
         outcome = result.outcome
         if outcome == "late":
             self.metrics.count_late_span()
         elif outcome != "duplicate":
-            self._store(sid, result, out)
-        if end > self.watermark:
-            self.watermark = end
-        self._expire(out)
+            self._changed(sid, result, out)
+        for idle_sid, result in self.live.expire():
+            self._changed(idle_sid, result, out)
         self.since_heartbeat += 1
         if self.since_heartbeat >= HEARTBEAT_EVERY:
             self.since_heartbeat = 0
             self._heartbeat(out)
 
-    def _expire(self, out: list[Send]) -> None:
-        wm = self.watermark
-        for sid in self.idle.expired(watermark_ns=wm, timeout_ns=self.timeout_ns):
-            self._store(sid, self.step.expire(self.entries.get(sid), wm), out)
-
-    def _store(self, sid: str, result, out: list[Send]) -> None:
-        if result.entry is None:
-            self.entries.pop(sid, None)
-            self.idle.forget(sid)
-        else:
-            self.entries[sid] = result.entry
-            self.idle.touch(sid, result.last_event_ns)
+    def _changed(self, sid: str, result, out: list[Send]) -> None:
         self.changed.add(sid)
         shape = result.closed
         if shape is not None:
@@ -125,7 +108,7 @@ class PartitionFold:
 
     def _heartbeat(self, out: list[Send]) -> None:
         """Tell every stage-2 partition how far this partition's event time has come."""
-        value = orjson.dumps({"src": self.partition, "wm": self.watermark})
+        value = orjson.dumps({"src": self.partition, "wm": self.live.watermark})
         for q in range(self.sessions_partitions):
             out.append((self.topic_sessions, WATERMARK_KEY, value, q))
 
@@ -137,8 +120,9 @@ class PartitionFold:
     def checkpoint_records(self) -> list[Record]:
         """What changed since the last checkpoint, and the meta record (see session_store).
         Call only once every send ``handle`` asked for is acknowledged."""
-        records = checkpoint_records(self.entries, self.changed,
-                                     PartitionMeta(self.watermark, self.offset, self.since_heartbeat))
+        records = checkpoint_records(self.live.entries, self.changed,
+                                     PartitionMeta(self.live.watermark, self.offset,
+                                                   self.since_heartbeat))
         self.changed = set()
         self.since_checkpoint = 0
         return records

@@ -169,7 +169,7 @@ def test_a_failed_session_send_restarts_the_partition_from_its_checkpoint():
         assert stage.consumer.commits == [{0: 1}]  # nothing more committed
         assert [k for _, k, _, _, _ in p.to(STATE)] == [b"s1", META_KEY]  # nothing more written
         assert stage.consumer.seeks[0] == 1  # read again after checkpoint 1
-        assert stage.folds[0].offset == 0 and stage.folds[0].entries["s1"].spans == 1
+        assert stage.folds[0].offset == 0 and stage.folds[0].live.entries["s1"].spans == 1
         await stage._fold(batch(0, [span("s1", "b", 2, end=True)], first=1))
         sessions = p.to(SETTINGS.topic_sessions)
         assert len(sessions) == 2 and sessions[0][2] == sessions[1][2]  # published again, same
@@ -206,6 +206,6 @@ def test_revocation_checkpoints_commits_and_drops_the_partition():
         assert len(p.sent) == sent
         stage.consumer = FakeConsumer([1])
         await stage.on_assigned({1})
-        assert stage.consumer.seeks == {1: 1} and stage.folds[1].entries["x"].spans == 1
+        assert stage.consumer.seeks == {1: 1} and stage.folds[1].live.entries["x"].spans == 1
 
     run(go())

@@ -110,7 +110,7 @@ def test_bad_records_are_dead_lettered_and_miskeyed_ones_rekeyed():
     assert (dl["partition"], dl["offset"], dl["reason_code"]) == (1, 10, "invalid_json")
     assert (re_topic, re_key, re_value, re_part) == (SETTINGS.topic_spans, b"sess",
                                                      orjson.dumps(good), None)
-    assert "sess" in fold.entries and fold.offset == 12
+    assert "sess" in fold.live.entries and fold.offset == 12
     assert m.spans_processed._value.get() == 1
 
 
@@ -186,12 +186,12 @@ def test_restored_partition_resumes_exactly_where_the_checkpoint_ends():
     first, out = PartitionFold(0, SETTINGS, step, metrics()), []
     fold_all(first, records[:500], out)
     restored = restore_records(first.checkpoint_records())
-    assert restored.meta.offset == 499 and restored.meta.watermark == first.watermark
+    assert restored.meta.offset == 499 and restored.meta.watermark == first.live.watermark
     second = PartitionFold(0, SETTINGS, step, metrics(), restored)
     fold_all(second, records, out)  # offsets 0..499 are skipped
     assert out == out_whole  # the same sessions and heartbeats, in the same order
-    assert {k: v.to_bytes() for k, v in second.entries.items()} == \
-        {k: v.to_bytes() for k, v in whole.entries.items()}
+    assert {k: v.to_bytes() for k, v in second.live.entries.items()} == \
+        {k: v.to_bytes() for k, v in whole.live.entries.items()}
 
 
 def span(session: str, span_id: str, t: int, end: bool = False) -> tuple[bytes, bytes]:

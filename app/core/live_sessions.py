@@ -1,0 +1,82 @@
+"""The open sessions of one stream of spans, folded span by span and closed when idle.
+
+One object for what ``app.replay`` (a file) and ``app.stream.stage1_partition`` (a Kafka
+partition) both do per span: fold it into its session's entry (``SessionStep.apply``), move
+the stream's event-time watermark, then close the sessions that went idle as of that
+watermark. Entries are live objects (an open ``SessionState`` or a ``Tombstone``); a result's
+``entry is None`` means the session is gone. No Kafka, no clock: time is the spans' own.
+
+>>> from app.core.stage1 import SessionStep
+>>> from schemas.span import SpanEvent
+>>> def span(sid, t, end=False):
+...     return SpanEvent(trace_id="t", span_id=f"{sid}-{t}", session_id=sid, agent="a",
+...                      operation="chat", start_time_unix_nano=t, end_time_unix_nano=t,
+...                      session_end=end)
+>>> live = LiveSessions(SessionStep(idle_timeout_ns=100), timeout_ns=100)
+>>> live.fold(span("s1", 10)).outcome, live.fold(span("s2", 50)).outcome
+('folded', 'folded')
+>>> [(sid, r.outcome) for sid, r in live.expire()]     # watermark 50: nothing idle yet
+[]
+>>> live.fold(span("s2", 150)).outcome
+'folded'
+>>> [(sid, r.outcome, r.closed.spans) for sid, r in live.expire()]
+[('s1', 'idle_closed', 1)]
+>>> [(sid, r.outcome) for sid, r in live.flush()]     # s1's tombstone goes, s2 closes
+[('s1', 'expired'), ('s2', 'flushed')]
+>>> len(live)
+0
+"""
+
+from __future__ import annotations
+
+from app.core.idle import IdleIndex
+from app.core.stage1 import Entry, SessionStep, StepResult
+
+
+class LiveSessions:
+    __slots__ = ("step", "timeout_ns", "entries", "idle", "watermark")
+
+    def __init__(self, step: SessionStep, *, timeout_ns: int,
+                 entries: dict[str, Entry] | None = None, watermark: int = 0) -> None:
+        self.step, self.timeout_ns = step, timeout_ns
+        self.entries: dict[str, Entry] = entries if entries is not None else {}
+        self.idle = IdleIndex()
+        for sid, entry in self.entries.items():
+            self.idle.touch(sid, entry.last_event_ns)
+        self.watermark = watermark
+
+    def fold(self, span) -> StepResult:
+        """Fold ``span`` (a ``SpanEvent`` or ``SpanRecord``) and advance the watermark; the
+        caller publishes ``result.closed`` and then calls ``expire``."""
+        sid = span.session_id
+        result = self.step.apply(self.entries.get(sid), span)
+        if result.outcome != "duplicate" and result.outcome != "late":  # those change nothing
+            self._store(sid, result)
+        end = span.end_time_unix_nano
+        if end > self.watermark:
+            self.watermark = end
+        return result
+
+    def expire(self) -> list[tuple[str, StepResult]]:
+        """Close (or retire) every session idle as of the watermark, oldest first."""
+        wm = self.watermark
+        due = self.idle.expired(wm, self.timeout_ns)
+        return [(sid, self._store(sid, self.step.expire(self.entries.get(sid), wm)))
+                for sid in due] if due else []
+
+    def flush(self) -> list[tuple[str, StepResult]]:
+        """End of input: close every open session and drop every tombstone, by session id."""
+        return [(sid, self._store(sid, self.step.flush(self.entries[sid])))
+                for sid in sorted(self.entries)]
+
+    def _store(self, sid: str, result: StepResult) -> StepResult:
+        if result.entry is None:
+            self.entries.pop(sid, None)
+            self.idle.forget(sid)
+        else:
+            self.entries[sid] = result.entry
+            self.idle.touch(sid, result.last_event_ns)
+        return result
+
+    def __len__(self) -> int:
+        return len(self.entries)
