@@ -40,7 +40,7 @@ class RollingWindow:
     """The last ``size`` values: ring of raw values + sketch of the same values."""
 
     __slots__ = ("ring", "pos", "n", "sketch", "lo", "hi", "_stale", "nonint",
-                 "_isum", "_acc", "_n_lo", "_n_hi", "_gone", "_negz")
+                 "_n_lo", "_n_hi", "_gone", "_negz")
 
     def __init__(self, size: int = 1024, rel_acc: float = 0.01, max_buckets: int = 2048) -> None:
         if size < 1:
@@ -52,10 +52,8 @@ class RollingWindow:
         self.lo = self.hi = 0.0
         self._stale = False  # an evicted value was the min or max
         self.nonint = 0  # non-integer values in the window (the sketch's integral flag)
-        # read-speed bookkeeping (derived, never stored): exact sums of the ring (its integers;
-        # its other values in units of 2**-1074); copies of lo / hi in the window; a min or
-        # max really left; -0.0 values
-        self._isum = self._acc = 0
+        # read-speed bookkeeping (derived, never stored): copies of lo / hi in the window; a
+        # min or max really left; -0.0 values
         self._n_lo = self._n_hi = 0
         self._gone = False
         self._negz = 0
@@ -88,12 +86,8 @@ class RollingWindow:
                 bins[k] += 1
             else:
                 s.add_key(k)
-        if stored.is_integer():
-            self._isum += int(stored)
-        else:
+        if not stored.is_integer():
             self.nonint += 1
-            num, den = stored.as_integer_ratio()
-            self._acc += num << (_SHIFT + 1 - den.bit_length())
         if self.n == 1:
             self.lo = self.hi = stored
             self._n_lo = self._n_hi = 1
@@ -125,12 +119,8 @@ class RollingWindow:
                 bins[k] -= 1
             else:
                 s.remove_key(k)
-        if old.is_integer():
-            self._isum -= int(old)
-        else:
+        if not old.is_integer():
             self.nonint -= 1
-            num, den = old.as_integer_ratio()
-            self._acc -= num << (_SHIFT + 1 - den.bit_length())
         if old >= self.hi or old <= self.lo:
             self._stale = True
             if old == self.hi:
@@ -152,8 +142,9 @@ class RollingWindow:
             return self.ring[start:self.pos].tolist()
         return self.ring[start:].tolist() + self.ring[:self.pos].tolist()
 
-    def _sync(self) -> Sketch:
-        """The sketch, with sum/min/max/integral set for the values now in the window."""
+    def _sync(self, total: bool = True) -> Sketch:
+        """The sketch, with min/max/integral (and, if ``total``, the sum) set for the values
+        now in the window."""
         s = self.sketch
         if self._stale:
             # a copy of the min or max left: re-scan only if it was the last copy (or zeros
@@ -161,21 +152,12 @@ class RollingWindow:
             if self._gone or self._negz:
                 self._rescan()
             self._stale = False
-        # exact and independent of history: the same window always reads the same
-        s.total = self._total()
+        if total:
+            # correctly rounded, so independent of history: the same window reads the same
+            # (a running sum would cost every add and evict; the sum is read far less often)
+            s.total = math.fsum(self.ring)  # unused slots hold 0.0
         s.lo, s.hi, s.integral = self.lo, self.hi, self.nonint == 0
         return s
-
-    def _total(self) -> float:
-        """``math.fsum(self.ring)``, from the exact running sums."""
-        isum, acc = self._isum, self._acc
-        if acc:  # some non-integers: int / int true division rounds correctly
-            exact = (isum << _SHIFT) + acc
-            if exact < _HUGE:
-                return exact / _SCALE
-        elif 0 < isum < _HUGE_INT:
-            return float(isum)  # int -> float rounds correctly
-        return math.fsum(self.ring)  # all zeros (their sign) or near float overflow
 
     def _rescan(self) -> None:
         kept = self.last(self.n)
@@ -200,7 +182,7 @@ class RollingWindow:
         if not self.n:
             raise ValueError("quantile of an empty window")
         q = _STAT_Q.get(stat)
-        s = self._sync()
+        s = self._sync(total=q is None)
         if q is None:
             if stat == "max":
                 return float(s.hi)
@@ -216,7 +198,7 @@ class RollingWindow:
     def to_dict(self) -> dict:
         """Plain data that depends only on the values in the window (not on reads)."""
         if self._stale:
-            self._sync()
+            self._sync(total=False)
         ring, pos = self.ring, self.pos
         kept = ring[pos:] + ring[:pos] if self.n == len(ring) else ring[:self.n]
         if sys.byteorder == "big":  # stored little-endian whatever the host
@@ -237,20 +219,10 @@ class RollingWindow:
         w.ring[:w.n] = kept
         w.pos = w.n % len(w.ring)
         w.sketch, w.lo, w.hi, w.nonint = sk, d["lo"], d["hi"], d["nonint"]
-        w._isum = sum(int(v) for v in kept if v.is_integer())
-        w._acc = sum(_exact(v) for v in kept if not v.is_integer())
         w._negz = sum(1 for v in kept if v == 0.0 and math.copysign(1.0, v) < 0.0)
         w._n_lo, w._n_hi = kept.count(w.lo), kept.count(w.hi)
         w._gone = w.n > 0 and not (w._n_lo and w._n_hi)
         return w
-
-
-# The exact sum: every finite float is an integer multiple of 2**-1074, so the window's sum
-# is an integer in those units; int / int true division rounds correctly, like math.fsum.
-_SHIFT = 1074
-_SCALE = 1 << _SHIFT
-_HUGE_INT = 1 << 1000  # sums this large may round to overflow: left to math.fsum
-_HUGE = _HUGE_INT << _SHIFT
 
 
 _STAT_Q = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}  # as sketch.SUMMARY_QS
@@ -282,9 +254,3 @@ def _key_at(s: Sketch, q: float) -> int:
             break
         i -= 1
     return keys[i]
-
-
-def _exact(x: float) -> int:
-    """``x`` (a finite float >= 0) in units of 2**-1074."""
-    num, den = x.as_integer_ratio()
-    return num << (_SHIFT + 1 - den.bit_length())
