@@ -49,8 +49,13 @@ class LiveSessions:
         """Fold ``span`` (a ``SpanEvent`` or ``SpanRecord``) and advance the watermark; the
         caller publishes ``result.closed`` and then calls ``expire``."""
         sid = span.session_id
-        result = self.step.apply(self.entries.get(sid), span)
-        if result.outcome != "duplicate" and result.outcome != "late":  # those change nothing
+        entries = self.entries
+        result = self.step.apply(entries.get(sid), span)
+        outcome = result.outcome
+        if outcome == "folded":  # _store's common case, inline (once per span)
+            entries[sid] = result.entry
+            self.idle.touch(sid, result.last_event_ns)
+        elif outcome != "duplicate" and outcome != "late":  # those change nothing
             self._store(sid, result)
         end = span.end_time_unix_nano
         if end > self.watermark:
