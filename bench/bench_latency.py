@@ -20,7 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import Row, Worker, fresh, verdict
+from app.testing import WorkerProcess
+from bench.common import Row, fresh, verdict
 
 LATENESS_S = 0.25
 
@@ -100,7 +101,7 @@ def run(base, workdir: Path, *, rate: int = 2000, trials: int = 25) -> tuple[lis
     path = workdir / "latency-assumptions.yaml"
     path.write_text(assumptions_yaml(trials))
     settings = fresh(base, "lat", workdir, assumptions_file=path, reorder_lateness_s=LATENESS_S)
-    worker = Worker(settings, workdir / "latency-worker.log").start()
+    worker = WorkerProcess(settings, workdir / "latency-worker.log").start()
     try:
         worker.wait_ready()
         lat = asyncio.run(_measure(settings, rate, trials))

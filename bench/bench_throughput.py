@@ -30,15 +30,14 @@ from pathlib import Path
 
 import orjson
 
+from app.testing import WorkerProcess, produce
 from bench.common import (
     Row,
-    Worker,
     broker_pid,
     cpu_seconds,
     fmt_rate,
     fresh,
     keyed_records,
-    produce,
     spans_file,
     verdict,
     wait_counts,
@@ -100,7 +99,7 @@ def run_workers(base, workdir: Path, records, n_workers: int, tag: str, *,
     exceed the producer's)."""
     settings = fresh(base, tag, workdir)
     produce_s = produce(settings, settings.topic_spans, records) if preload else 0.0
-    workers = [Worker(settings, workdir / f"{tag}-{i}.log").start() for i in range(n_workers)]
+    workers = [WorkerProcess(settings, workdir / f"{tag}-{i}.log").start() for i in range(n_workers)]
     try:
         for w in workers:
             w.wait_ready()

@@ -1,4 +1,6 @@
-"""Shared pieces of the benchmarks: machine facts, a private broker, workloads, a worker process.
+"""Shared pieces of the benchmarks: machine facts, a private broker, workloads, worker progress.
+
+The worker process itself and producing to Kafka are ``app.testing`` (shared with the tests).
 
 Every benchmark that needs Kafka uses its own broker instance on ``LOADSHAPE_BENCH_KAFKA_PORT``
 (default 28800, 127.0.0.1 only), wiped before and stopped after, so it never touches a
@@ -12,27 +14,21 @@ import contextlib
 import os
 import platform
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import orjson
 
-from app.settings import PROJECT_ROOT, TOPIC_FIELDS, Settings
+from app.settings import PROJECT_ROOT, Settings
+from app.testing import WorkerProcess
 
 # Below the Linux ephemeral range (32768-60999), where a reconnecting client can hold the port.
 BENCH_PORT = int(os.environ.get("LOADSHAPE_BENCH_KAFKA_PORT", "28800"))
-ENV_FIELDS = ("bootstrap_servers", "kafka_port", "app_id", "state_dir", *TOPIC_FIELDS,
-              "spans_partitions", "sessions_partitions", "reorder_lateness_s",
-              "session_idle_timeout_s", "assumptions_file", "policy_file", "source_idle_s")
 
 
 # --- machine ---------------------------------------------------------------------------------
@@ -170,118 +166,7 @@ def keyed_records(path: Path) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _produce(settings: Settings, topic: str, records, *, partition_of=None) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    from app.broker.client_config import aiokafka_kwargs
-
-    producer = AIOKafkaProducer(linger_ms=20, max_batch_size=1 << 20, max_request_size=8 << 20,
-                                acks=1, **aiokafka_kwargs(settings))
-    await producer.start()
-    try:
-        futures = []
-        for i, (k, v) in enumerate(records):
-            futures.append(await producer.send(topic, key=k, value=v))
-            if i % 20_000 == 0:
-                await asyncio.gather(*futures)
-                futures = []
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-def produce(settings: Settings, topic: str, records) -> float:
-    """Send every (key, value) and wait for the acks; returns seconds taken."""
-    t0 = time.perf_counter()
-    asyncio.run(_produce(settings, topic, records))
-    return time.perf_counter() - t0
-
-
 # --- worker process --------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {}
-    for name in ENV_FIELDS:
-        value = getattr(settings, name)
-        if value is not None:
-            env[f"LOADSHAPE_{name.upper()}"] = str(value)
-    return env
-
-
-@dataclass
-class Worker:
-    """``loadshape worker`` as a subprocess with a /metrics port to poll."""
-
-    settings: Settings
-    log_path: Path
-    metrics_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        env = {**os.environ, **settings_env(self.settings)}
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", "--loglevel", "info",
-             "--metrics-port", str(self.metrics_port)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def ready(self) -> bool:
-        return b"Worker]: Ready" in self.log_path.read_bytes()
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}: {self.tail()}")
-            if self.ready():
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"worker not ready in {timeout}s: {self.tail()}")
-
-    def metrics(self) -> dict[str, float]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                        timeout=2) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return {}
-        return parse_metrics(text)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {name: summed value over label sets}."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_labels, _, value = line.rpartition(" ")
-        name = name_labels.split("{", 1)[0]
-        try:
-            out[name] = out.get(name, 0.0) + float(value)
-        except ValueError:
-            continue
-    return out
-
 
 def spans_done(m: dict[str, float]) -> float:
     return m.get("loadshape_spans_processed_total", 0.0)
@@ -292,7 +177,7 @@ def sessions_released(m: dict[str, float]) -> float:
     return m.get("loadshape_session_fanout_count", 0.0)
 
 
-def wait_counts(workers: list[Worker], *, spans: int, timeout: float, settle: float = 3.0,
+def wait_counts(workers: list[WorkerProcess], *, spans: int, timeout: float, settle: float = 3.0,
                 poll: float = 0.1) -> dict[str, float]:
     """Poll until the workers together processed ``spans`` and stage 2 stopped releasing.
 
@@ -320,7 +205,7 @@ def wait_counts(workers: list[Worker], *, spans: int, timeout: float, settle: fl
                     "spans": s, "sessions": q}
         for w in workers:
             if w.proc.poll() is not None:
-                raise RuntimeError(f"worker exited: {w.tail()}")
+                raise RuntimeError(f"worker exited: {w.log_tail()}")
         time.sleep(poll)
     raise TimeoutError(f"not done in {timeout}s: spans {s}/{spans}, sessions {q}")
 

@@ -10,11 +10,11 @@ import asyncio
 import os
 
 import pytest
-from worker_proc import isolated_settings
 
 from app.broker import manager
 from app.broker.topics import TopicSpec, ensure_topics
 from app.settings import Settings
+from app.testing import isolated_settings
 
 
 def _test_settings(**overrides) -> Settings:

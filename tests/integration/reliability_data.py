@@ -1,5 +1,5 @@
 """Shared pieces of the reliability tests: isolated settings, the reference (an offline
-replay), worker progress from /metrics, and the comparison of what a worker published.
+replay), waiting for a condition, and the comparison of what a worker published.
 
 "Equal" for a Kafka run (at-least-once output):
 * sessions: the *set* of distinct session records on loadshape.sessions (watermark heartbeats
@@ -12,18 +12,16 @@ replay), worker progress from /metrics, and the comparison of what a worker publ
 from __future__ import annotations
 
 import io
-import socket
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from worker_proc import isolated_settings
 
 from app.replay import Replayer, ReplaySinks
 from app.settings import Settings
+from app.testing import isolated_settings
 
 WATERMARK_KEY = b"__watermark__"
 
@@ -45,12 +43,6 @@ assumptions:
   - {id: search-depth, segment: {agent: search}, metric: depth, stat: p95, op: "<=",
      bound: 2, why: "a deliberately tight bound"}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def isolated(base: Settings, tmp: Path, **over) -> Settings:
@@ -82,25 +74,6 @@ def reference(settings: Settings, path: Path) -> Reference:
     replayer.finish(flush=False)
     return Reference([orjson.loads(x) for x in alerts.getvalue().splitlines()],
                      [orjson.loads(x) for x in sessions.getvalue().splitlines()])
-
-
-def scrape(port: int) -> dict[str, float]:
-    """A worker's /metrics as {name: value summed over labels}; {} if it does not answer."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            name = name.split("{", 1)[0]
-            try:
-                out[name] = out.get(name, 0.0) + float(value)
-            except ValueError:
-                pass
-    return out
 
 
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):

@@ -14,14 +14,14 @@ from pathlib import Path
 import orjson
 import pytest
 from pipeline_data import sentinel_records
-from reliability_data import compare, describe, free_port, isolated, scrape, session_records
-from worker_proc import WorkerProcess, read_topic
+from reliability_data import compare, describe, isolated, session_records
 
 from app.broker import manager
 from app.broker.topics import ensure_topics
 from app.emitter import SpanEmitter
 from app.settings import Settings
 from app.simulate import iter_records
+from app.testing import WorkerProcess, free_port, read_topic, scrape_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_broker_restart_under_load(own_broker, tmp_path):
         assert worker.proc.poll() is None, worker.log_tail()
         cmp = compare(session_records(got), ref.sessions, "session_id")
         assert cmp.equal, describe(cmp, "sessions") + "\n" + worker.log_tail()
-        assert scrape(port).get("loadshape_spans_processed_total", 0) >= len(delivered)
+        assert scrape_metrics(port).get("loadshape_spans_processed_total", 0) >= len(delivered)
         print(f"spans on topic {len(on_topic)} ({len(on_topic) - len(ids)} producer-retry duplicates), "
               f"sessions {len(ref.sessions)}, duplicate session records {cmp.duplicates}")
     finally:

@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 from pydantic import SecretStr
-from worker_proc import WorkerProcess, isolated_settings, read_topic
 
 from app.live_loop import run_live_loop
 from app.loop.signing import verify
 from app.settings import PROJECT_ROOT
+from app.testing import WorkerProcess, isolated_settings, read_topic
 
 KEY = "integration-test-key"
 

@@ -11,17 +11,9 @@ from __future__ import annotations
 
 import pytest
 from pipeline_data import keyed_lines, workload_file
-from reliability_data import (
-    compare,
-    describe,
-    free_port,
-    isolated,
-    reference,
-    scrape,
-    session_records,
-    wait_for,
-)
-from worker_proc import WorkerProcess, produce, read_topic
+from reliability_data import compare, describe, isolated, reference, session_records, wait_for
+
+from app.testing import WorkerProcess, free_port, produce, read_topic, scrape_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +33,7 @@ def workload(tmp_path_factory, kafka_settings):
 
 
 def spans_processed(ports) -> float:
-    return sum(scrape(p).get("loadshape_spans_processed_total", 0.0) for p in ports)
+    return sum(scrape_metrics(p).get("loadshape_spans_processed_total", 0.0) for p in ports)
 
 
 def collect(settings, ref, timeout: float = 150.0):

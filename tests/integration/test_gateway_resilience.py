@@ -14,11 +14,11 @@ import time
 
 import pytest
 from reliability_data import isolated
-from worker_proc import produce
 
 from app.loop.gateway_client import GatewayClient
 from app.loop.policy import EXAMPLE_POLICY, load_policy
 from app.loop.signing import sign
+from app.testing import produce
 
 pytestmark = pytest.mark.integration
 KEY = "gateway-resilience-key"

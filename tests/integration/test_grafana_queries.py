@@ -43,13 +43,13 @@ from servers import (
     synthetic_load,
     wait_until,
 )
-from worker_proc import WorkerProcess, isolated_settings, produce, settings_env
 
 from app import live_loop
 from app.emitter import EmitterStats, SpanEmitter
 from app.emitter.metrics import DROP_REASONS, register_emitter_metrics
 from app.metrics import LoadshapeMetrics, serve
 from app.settings import PROJECT_ROOT
+from app.testing import WorkerProcess, isolated_settings, produce, settings_env
 
 DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 RULES = DEPLOY / "prometheus" / "rules" / "loadshape.rules.yml"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 from otlp_fixtures import collector_json_record, genai, proto_record
-from worker_proc import WorkerProcess, isolated_settings, produce, read_topic
 
 from app.core import session as core
 from app.otlp import map_json_lines
+from app.testing import WorkerProcess, isolated_settings, produce, read_topic
 
 T0 = 1_767_225_600_000_000_000
 SESSIONS = 24

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from pipeline_data import SENTINEL_AGENT, keyed_lines, replay_alerts, workload_file
-from worker_proc import WorkerProcess, isolated_settings, produce, read_topic
 
 from app.settings import PROJECT_ROOT
+from app.testing import WorkerProcess, isolated_settings, produce, read_topic
 
 ASSUMPTIONS = PROJECT_ROOT / "examples" / "assumptions.yaml"
 MALFORMED = [b'{"trace_id": "t", "span_id": "s"', b"\xff\xfe not utf-8",

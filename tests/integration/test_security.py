@@ -13,9 +13,9 @@ import sys
 import pytest
 from pipeline_data import keyed_lines, workload_file
 from reliability_data import isolated, session_records
-from worker_proc import WorkerProcess, produce, read_topic
 
 from app.settings import Settings
+from app.testing import WorkerProcess, produce, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -21,20 +21,11 @@ import time
 import orjson
 import pytest
 from pipeline_data import keyed_lines, workload_file
-from reliability_data import (
-    compare,
-    describe,
-    free_port,
-    isolated,
-    reference,
-    scrape,
-    session_records,
-    wait_for,
-)
-from worker_proc import WorkerProcess, produce, read_topic
+from reliability_data import compare, describe, isolated, reference, session_records, wait_for
 
 from app.broker.client_config import aiokafka_kwargs
 from app.stream.session_store import META_KEY, PartitionMeta
+from app.testing import WorkerProcess, free_port, produce, read_topic, scrape_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +35,7 @@ FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1",
 
 
 def processed(port: int) -> float:
-    return scrape(port).get("loadshape_spans_processed_total", 0.0)
+    return scrape_metrics(port).get("loadshape_spans_processed_total", 0.0)
 
 
 async def _state_records(settings) -> dict[int, list[tuple[bytes, bytes | None]]]:

@@ -11,11 +11,11 @@ from collections import Counter
 
 import orjson
 import pytest
-from reliability_data import free_port, isolated, scrape, session_records, wait_for
+from reliability_data import isolated, session_records, wait_for
 from wire_corpus import expect_otlp, expect_span, otlp_corpus, span_corpus
-from worker_proc import WorkerProcess, read_topic
 
 from app.broker.client_config import aiokafka_kwargs
+from app.testing import WorkerProcess, free_port, read_topic, scrape_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -60,10 +60,10 @@ def test_fuzzed_records_are_dead_lettered_or_accepted_and_the_worker_survives(ka
     try:
         worker.wait_ready()
         dlq = read_topic(settings, settings.topic_dlq, timeout=180, until=lambda recs: len(recs) >= dead)
-        wait_for(lambda: scrape(port).get("loadshape_spans_processed_total", 0) >= accepted, 120,
+        wait_for(lambda: scrape_metrics(port).get("loadshape_spans_processed_total", 0) >= accepted, 120,
                  f"{accepted} accepted spans")
         got_dlq = Counter((r["value"]["source"], r["value"]["offset"]) for r in dlq)
-        processed = scrape(port)["loadshape_spans_processed_total"]
+        processed = scrape_metrics(port)["loadshape_spans_processed_total"]
         print(f"\nfuzz: {len(spans)} agent.spans + {len(otlp)} otlp_spans records "
               f"({len(set(spans)) + len(set(otlp))} distinct); dead-lettered {len(dlq)}, "
               f"spans accepted {processed:.0f}; reasons "
