@@ -20,9 +20,9 @@ from bench import bench_detection, bench_latency, bench_memory, bench_replay, be
 from bench.common import BENCH_PORT, Row, broker, machine
 
 SIZES = {
-    "full": {"tp_sessions": 20_000, "lat_trials": 25, "replay_sessions": 3_000,
+    "full": {"tp_sessions": 20_000, "lat_trials": 25, "replay_sessions": 20_000,
              "det_sessions": 16_000, "det_change": 10_000, "million": 1_000_000, "rss_spans": 10_000_000},
-    "quick": {"tp_sessions": 800, "lat_trials": 5, "replay_sessions": 1_000,
+    "quick": {"tp_sessions": 800, "lat_trials": 5, "replay_sessions": 3_000,
               "det_sessions": 6_000, "det_change": 4_000, "million": 20_000, "rss_spans": 1_000_000},
 }
 

@@ -4,9 +4,11 @@ A segment's state (reorder buffer, sketches, detectors, episodes, assumption che
 in memory and is checkpointed to the ``segments`` table (changelogged) every
 ``CHECKPOINT_EVERY`` sessions of the segment and on heartbeats after ``CHECKPOINT_AFTER_S``.
 Records are acknowledged (so their offsets may be committed) only once a checkpoint holds
-them; the state records the last offset it folded per partition, so after a crash the
-redelivered records are skipped: results equal an uninterrupted run's, and a few alerts may be
-published again with the same alert_id (at-least-once output, deduplicated downstream).
+them, and a checkpoint is written only once the alerts of the sessions it holds are
+delivered (a dead letter is delivered before its record is acked). The state records the
+last offset it folded per partition, so after a crash the redelivered records are skipped:
+results equal an uninterrupted run's, and a few alerts may be published again with the same
+alert_id (at-least-once output, deduplicated downstream).
 
 Acks go out in offset order per partition: a record (a heartbeat too) is acked only once every
 earlier record of its partition is. Faust commits the end of the first run of consecutive acked
@@ -25,15 +27,17 @@ Faust does not deliver every record, and acks some itself: its stream iterator s
 "otherwise the lag would increase") a record read while flow control is suspended or of an
 older consumer generation, i.e. around a rebalance, and may deliver a record twice. So the
 shell (1) handles a partition's records strictly in offset order from Faust's committed offset:
-a record delivered again is dropped; after a hole it seeks back to the first record it has not
-handled and drops what comes until that record does; and (2) lets Faust commit no further
-than the records it acked itself (``_guard_commits``): Faust's acks of records it skipped,
-with nothing committed yet or the unacked record right after the committed offset, would
-otherwise commit over sessions no checkpoint holds, and the next owner would never fold them.
+a record delivered again is dropped; after a hole it seeks back (``seek_if_assigned``) to
+the first record it has not handled and drops what comes until that record does; and (2)
+lets Faust commit no further than the records it acked itself (``guard_commits``): Faust's
+acks of records it skipped, with nothing committed yet or the unacked record right after the
+committed offset, would otherwise commit over sessions no checkpoint holds, and the next
+owner would never fold them. Those Faust internals are used in ``app.stream.faust_offsets``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -46,6 +50,7 @@ from app.loop.misroute import misrouted
 from app.loop.recalibration_step import SegmentUpdate
 from app.stream.app import partition_of
 from app.stream.deadletter import dead_letter, guarded
+from app.stream.faust_offsets import committed_offset, guard_commits, seek_if_assigned
 from schemas.session import SessionShape
 from schemas.validation import decode
 
@@ -84,6 +89,7 @@ class Stage2:
         self.unacked: dict[bytes, list[_Record]] = {}  # segment -> folded since its checkpoint
         self.reading: dict[int, deque[_Record]] = {}  # partition -> not acked, in offset order
         self.dirty_since: dict[bytes, float] = {}
+        self.sending: dict[bytes, list] = {}  # segment -> its alert sends not known delivered
         self.expected: dict[int, int] = {}  # partition -> next offset to handle (offset order)
         self.acked_upto: dict[int, int] = {}  # partition -> offset after the last record acked
         self._sought: dict[int, int] = {}  # partition -> offset of the hole sought back to
@@ -102,6 +108,7 @@ class Stage2:
                 self.entries.pop(seg, None)
                 self.unacked.pop(seg, None)
                 self.dirty_since.pop(seg, None)
+                self.sending.pop(seg, None)
             self.sources.pop(tp.partition, None)
             self.reading.pop(tp.partition, None)
             self.expected.pop(tp.partition, None)
@@ -110,7 +117,8 @@ class Stage2:
 
     async def run(self, stream) -> None:
         self._stream = stream = stream.noack()
-        self._guard_commits()
+        guard_commits(getattr(self.app, "consumer", None), self.settings.topic_sessions,
+                      self.acked_upto)
         async for event in stream.events():
             if not await self._in_order(event):
                 continue
@@ -137,6 +145,8 @@ class Stage2:
             expected = await self._start(message.tp)
             log.info("stage 2: %s[%s] first record %s, resuming at %s", message.topic, partition,
                      offset, expected)
+            if expected is not None:  # kept while the records before this one are read again
+                self.expected[partition] = expected
         if expected is None or offset == expected:
             self.expected[partition] = offset + 1
             self._sought.pop(partition, None)
@@ -152,8 +162,9 @@ class Stage2:
             log.warning("stage 2: %s[%s] skipped from %s to %s; reading again from %s",
                         message.topic, partition, expected, offset, expected)
         try:
-            await self.app.consumer.seek(message.tp, expected)
-        except Exception as exc:  # noqa: BLE001 - e.g. not assigned any more: its owner reads it
+            if not await seek_if_assigned(self.app.consumer, message.tp, expected):
+                log.info("stage 2: %s no longer assigned: its new owner reads it", message.tp)
+        except Exception as exc:  # noqa: BLE001 - a failed seek is retried on the next record
             log.warning("stage 2: seek of %s to %s failed: %r", message.tp, expected, exc)
         return False
 
@@ -161,7 +172,7 @@ class Stage2:
         """Where Faust resumes ``tp`` after an assignment: its committed offset or, when it does
         not know one yet (nothing committed, or its seek to the committed offsets still to come),
         the partition's first offset (read again from there: what a checkpoint holds is skipped)."""
-        committed = _committed(self.app, tp)
+        committed = committed_offset(getattr(self.app, "consumer", None), tp)
         if committed is not None:
             return committed
         try:
@@ -169,23 +180,6 @@ class Stage2:
         except Exception:  # noqa: BLE001 - then trust Faust's first record, as before
             log.exception("stage 2: no earliest offset of %s", tp)
             return None
-
-    def _guard_commits(self) -> None:
-        """Let Faust commit a sessions partition only up to the records this shell acked."""
-        consumer = getattr(self.app, "consumer", None)
-        if consumer is None or getattr(consumer, "_loadshape_guarded", False):
-            return
-        new_offset, topic, acked_upto = consumer._new_offset, self.settings.topic_sessions, self.acked_upto
-
-        def guarded(tp):
-            offset = new_offset(tp)
-            if offset is None or tp.topic != topic:
-                return offset
-            limit = acked_upto.get(tp.partition)
-            return None if limit is None else min(offset, limit)
-
-        consumer._new_offset = guarded
-        consumer._loadshape_guarded = True
 
     def _record_time(self, partition: int, timestamp_s: float | None) -> None:
         if timestamp_s is None or timestamp_s <= 0:
@@ -209,7 +203,8 @@ class Stage2:
             self.metrics.count_dead_letter(decoded.code)
             dl = dead_letter(raw, decoded, source=self.settings.topic_sessions, partition=partition,
                              offset=offset)
-            await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode())
+            # delivered before the record is acked: a kill -9 may not lose it
+            await (await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode()))
             return
         shape = decoded.value
         seg = shape.segment.key.encode()
@@ -239,6 +234,11 @@ class Stage2:
         entry = self.entries.get(seg)
         if entry is None:
             return
+        sends = self.sending.pop(seg, None)
+        if sends:
+            # The state says these alerts were sent: they must be in Kafka before it is, or a
+            # kill -9 in between loses them (the restored state would not raise them again).
+            await asyncio.gather(*sends)
         self.table[seg] = self.step.dump(entry)
         self.dirty_since.pop(seg, None)
         partitions = set()
@@ -288,7 +288,8 @@ class Stage2:
                 self.metrics.count_misroute(seg_key)
         for alert in result.alerts:
             self.metrics.count_alert_published(alert.kind)
-            await self.topics.alerts.send(key=seg, value=alert.model_dump_json().encode())
+            sent = await self.topics.alerts.send(key=seg, value=alert.model_dump_json().encode())
+            self.sending.setdefault(seg, []).append(sent)
         self._gauges(seg_key, result)
         await self._update_policy(seg_key, result)
 
@@ -309,9 +310,3 @@ class Stage2:
             self.metrics.set_drift_episode(seg_key, metric, is_open)
         for assumption_id, holds in result.assumptions.items():
             self.metrics.set_assumption(assumption_id, seg_key, holds)
-
-
-def _committed(app, tp) -> int | None:
-    """The offset Faust resumed ``tp`` at (its committed offset), None if unknown or 0."""
-    committed = getattr(getattr(app, "consumer", None), "_committed_offset", None)
-    return None if committed is None else committed.get(tp)

@@ -57,16 +57,39 @@ class Table(dict):
 
 
 class Sink:
-    def __init__(self) -> None:
+    """A Faust topic: ``send`` buffers the record and returns a future that resolves once it is
+    delivered. Delivered at once, or with ``lagging`` on the event loop's next turn, as
+    Faust's producer does in the background: a record still buffered when the run ends
+    (a kill -9) is lost and never reaches ``delivered``."""
+
+    def __init__(self, lagging: bool = False) -> None:
         self.sent: list[tuple[bytes | None, bytes]] = []
+        self.delivered: list[tuple[bytes | None, bytes]] = []
+        self.lagging, self.killed = lagging, False
 
     async def send(self, key=None, value=None, **kw):
         self.sent.append((key, value))
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self.lagging:
+            loop.call_soon(self._deliver, fut, (key, value))
+        else:
+            self._deliver(fut, (key, value))
+        return fut
+
+    def _deliver(self, fut, record) -> None:
+        if self.killed:  # the process is gone: its producer's buffer with it
+            return
+        self.delivered.append(record)
+        fut.set_result(None)
 
 
 class Topics:
-    def __init__(self) -> None:
-        self.alerts, self.dlq, self.sessions = Sink(), Sink(), Sink()
+    def __init__(self, lagging: bool = False) -> None:
+        self.alerts, self.dlq, self.sessions = Sink(lagging), Sink(lagging), Sink(lagging)
+
+    def kill(self) -> None:
+        self.alerts.killed = self.dlq.killed = self.sessions.killed = True
 
 
 class Signal:
@@ -216,9 +239,10 @@ class Worker:
     """One worker process: a Stage2 shell over its table and the committed offsets."""
 
     def __init__(self, table: Table | None = None, committed: dict[TP, int] | None = None,
-                 clock=lambda: 0.0, **settings_over) -> None:
+                 clock=lambda: 0.0, lagging: bool = False, **settings_over) -> None:
         self.committer = _Committer(committed or {})
-        self.app, self.topics = App(Table() if table is None else table, self.committer), Topics()
+        self.app = App(Table() if table is None else table, self.committer)
+        self.topics = Topics(lagging)
         metrics = LoadshapeMetrics.create(CollectorRegistry(), max_segments=20)
         self.stage2 = Stage2(self.app, settings(**settings_over), self.topics, metrics, step(),
                              clock=clock)
@@ -226,11 +250,19 @@ class Worker:
     def run(self, recs: list[Event], stop_after: int | None = None, on_commit=None) -> Stream:
         start = self.committer.committed(TP(TOPIC, 0))
         stream = Stream(recs[start:], self.committer, stop_after, on_commit)
-        asyncio.run(self.stage2.run(stream))
+
+        async def run() -> None:
+            await self.stage2.run(stream)
+            if stop_after is not None:
+                self.topics.kill()  # kill -9: what is still buffered is lost
+            await asyncio.sleep(0)  # else: the producer delivers what is buffered
+
+        asyncio.run(run())
         return stream
 
     def alerts(self) -> set[bytes]:
-        return {v for k, v in self.topics.alerts.sent}
+        """The alerts Kafka has (after a kill -9: only those delivered before it)."""
+        return {v for k, v in self.topics.alerts.delivered}
 
     def state(self) -> dict[bytes, bytes]:
         return {seg: SegmentStep.dump(e) for seg, e in sorted(self.stage2.entries.items())}

@@ -75,3 +75,18 @@ def test_committed_offset_never_passes_a_record_no_checkpoint_holds():
 
     w.run(recs, on_commit=check)
     assert w.committer.committed(tp) > CHECKPOINT_EVERY  # commits did happen
+
+
+@pytest.mark.parametrize("crash_at", [260, 555, 917, 1011])
+def test_an_alert_reaches_kafka_before_the_checkpoint_that_holds_it(crash_at):
+    """Sends are delivered in the background (the loop's next turn), so a kill -9 loses what is
+    still buffered. No alert may be lost: a checkpoint (after which the alert is never raised
+    again) is written only once the alerts of the sessions it holds are delivered."""
+    recs = records()
+    ref = uninterrupted(recs, ticking_clock())
+    first = Worker(Table(), {}, ticking_clock(), lagging=True)
+    first.run(recs, stop_after=crash_at)
+    tp = TP(TOPIC, 0)
+    second = Worker(Table(first.app.table), {tp: first.committer.committed(tp)}, ticking_clock())
+    second.run(recs)
+    assert first.alerts() | second.alerts() == ref.alerts()

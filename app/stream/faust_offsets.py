@@ -1,0 +1,62 @@
+"""Where stage 2 reaches into Faust's consumer for offsets (faust-streaming 0.15, aiokafka 0.14).
+
+Stage 2 handles each sessions partition strictly in offset order and acks only what a
+checkpoint holds (see ``app.stream.stage2``). Faust's public API cannot express that, so three
+private pieces are used, all here: its committed offsets (where a partition resumed), its
+commit rule (``Consumer._new_offset``, capped at what stage 2 acked) and a seek run on its
+consumer thread. The unit tests drive the first two through Faust's real ``_new_offset``
+(``tests/unit/stage2_harness.py``) and the seek through stand-ins of its thread.
+"""
+
+from __future__ import annotations
+
+
+def committed_offset(consumer, tp) -> int | None:
+    """The offset Faust resumed ``tp`` at (its committed offset), None if unknown or 0."""
+    committed = getattr(consumer, "_committed_offset", None)
+    return None if committed is None else committed.get(tp)
+
+
+def guard_commits(consumer, topic: str, acked_upto: dict[int, int]) -> None:
+    """Let Faust commit a partition of ``topic`` only up to ``acked_upto[partition]`` (the
+    offset after the last record the shell acked; nothing while it has none)."""
+    if consumer is None or getattr(consumer, "_loadshape_guarded", False):
+        return
+    new_offset = consumer._new_offset
+
+    def guarded(tp):
+        offset = new_offset(tp)
+        if offset is None or tp.topic != topic:
+            return offset
+        limit = acked_upto.get(tp.partition)
+        return None if limit is None else min(offset, limit)
+
+    consumer._new_offset = guarded
+    consumer._loadshape_guarded = True
+
+
+async def seek_if_assigned(consumer, tp, offset: int) -> bool:
+    """Seek ``tp`` to ``offset`` if this worker still reads it (False if it does not).
+
+    Faust's threaded consumer runs aiokafka on a thread of its own, but its ``seek`` calls
+    aiokafka's from the agent's thread, racing the fetcher there: a group hand-over then
+    ended in aiokafka's fetch task raising ``KeyError(TopicPartition(...))`` and the worker
+    stopped. So the seek runs on the consumer's thread (as Faust's own ``seek_to_committed``
+    does), after checking the assignment there; then Faust's read offset moves with it, as in
+    ``Consumer.seek``. A consumer without that thread is simply asked to seek."""
+    thread = getattr(consumer, "_thread", None)
+    if thread is None or not hasattr(thread, "call_thread"):
+        await consumer.seek(tp, offset)
+        return True
+    if not await thread.call_thread(_seek_on_consumer_thread, thread, tp, offset):
+        return False
+    consumer._read_offset[tp] = offset if offset else None
+    return True
+
+
+async def _seek_on_consumer_thread(thread, tp, offset: int) -> bool:
+    client = thread._ensure_consumer()  # the aiokafka consumer; this runs on its loop
+    if tp not in client.assignment():
+        return False
+    client.seek(tp, offset)
+    return True

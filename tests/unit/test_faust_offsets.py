@@ -1,0 +1,76 @@
+"""Stage 2's seek-back runs on Faust's consumer thread, and only for a partition still assigned."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+from faust.types import TP
+
+from app.stream.faust_offsets import seek_if_assigned
+
+
+class Client:
+    """aiokafka's consumer: assignment and seek."""
+
+    def __init__(self, assigned) -> None:
+        self.assigned, self.sought = set(assigned), []
+
+    def assignment(self):
+        return self.assigned
+
+    def seek(self, tp, offset):
+        self.sought.append((tp, offset))
+
+
+class ConsumerThread:
+    """Faust's AIOKafkaConsumerThread: runs what it is given on its own loop."""
+
+    def __init__(self, client: Client) -> None:
+        self.client, self.calls = client, 0
+
+    def _ensure_consumer(self) -> Client:
+        return self.client
+
+    async def call_thread(self, fun, *args):
+        self.calls += 1
+        return await fun(*args)
+
+
+class ThreadedConsumer:
+    """Faust's ThreadDelegateConsumer; its own ``seek`` must not be used (wrong thread)."""
+
+    def __init__(self, thread: ConsumerThread) -> None:
+        self._thread, self._read_offset = thread, {}
+
+    async def seek(self, tp, offset):
+        raise AssertionError("seek from the agent's thread")
+
+
+def test_seek_goes_through_the_consumer_thread_and_moves_fausts_read_offset():
+    tp = TP("loadshape.sessions", 3)
+    client = Client([TopicPartition("loadshape.sessions", 3)])
+    consumer = ThreadedConsumer(ConsumerThread(client))
+    assert asyncio.run(seek_if_assigned(consumer, tp, 17)) is True
+    assert client.sought == [(tp, 17)] and consumer._thread.calls == 1
+    assert consumer._read_offset == {tp: 17}
+
+
+def test_a_partition_no_longer_assigned_is_left_alone():
+    tp = TP("loadshape.sessions", 3)
+    client = Client([TopicPartition("loadshape.sessions", 1)])  # revoked meanwhile
+    consumer = ThreadedConsumer(ConsumerThread(client))
+    assert asyncio.run(seek_if_assigned(consumer, tp, 17)) is False
+    assert client.sought == [] and consumer._read_offset == {}
+
+
+def test_a_consumer_without_a_thread_is_asked_to_seek():
+    class Plain:
+        sought = None
+
+        async def seek(self, tp, offset):
+            self.sought = (tp, offset)
+
+    plain = Plain()
+    assert asyncio.run(seek_if_assigned(plain, TP("t", 0), 5)) is True
+    assert plain.sought == (TP("t", 0), 5)
