@@ -1,11 +1,12 @@
 """Where stage 2 reaches into Faust's consumer for offsets (faust-streaming 0.15, aiokafka 0.14).
 
 Stage 2 handles each sessions partition strictly in offset order and acks only what a
-checkpoint holds (see ``app.stream.stage2``). Faust's public API cannot express that, so three
+checkpoint holds (see ``app.stream.stage2``). Faust's public API cannot express that, so its
 private pieces are used, all here: its committed offsets (where a partition resumed), its
-commit rule (``Consumer._new_offset``, capped at what stage 2 acked) and a seek run on its
-consumer thread. The unit tests drive the first two through Faust's real ``_new_offset``
-(``tests/unit/stage2_harness.py``) and the seek through stand-ins of its thread.
+commit rule (``Consumer._new_offset``, capped at what stage 2 acked), a seek run on its
+consumer thread, and a guard for one of its rebalance races (an empty commit). The unit tests
+drive the commit rule through Faust's real ``_new_offset`` (``tests/unit/stage2_harness.py``)
+and the rest through stand-ins of its consumer thread (``tests/unit/test_faust_offsets.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,26 @@ def guard_commits(consumer, topic: str, acked_upto: dict[int, int]) -> None:
 
     consumer._new_offset = guarded
     consumer._loadshape_guarded = True
+
+
+def skip_empty_commits(consumer) -> None:
+    """Faust's consumer thread commits only the offsets of partitions still assigned; when a
+    rebalance has just taken every one of them it hands aiokafka an empty dict, which raises
+    ``ValueError({})`` and crashes the worker (seen in the group tests). Such a commit is
+    skipped instead (on the consumer's thread, where the assignment cannot change meanwhile)."""
+    thread = getattr(consumer, "_thread", None)
+    commit = getattr(thread, "_commit", None)
+    if commit is None or getattr(thread, "_loadshape_skips_empty", False):
+        return
+
+    async def commit_if_assigned(offsets) -> bool:
+        assigned = thread.assignment()
+        if not any(tp in assigned for tp in offsets):
+            return False  # what Faust's own commit returns when it did not commit
+        return await commit(offsets)
+
+    thread._commit = commit_if_assigned
+    thread._loadshape_skips_empty = True
 
 
 async def seek_if_assigned(consumer, tp, offset: int) -> bool:

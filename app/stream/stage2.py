@@ -50,7 +50,7 @@ from app.loop.misroute import misrouted
 from app.loop.recalibration_step import SegmentUpdate
 from app.stream.app import partition_of
 from app.stream.deadletter import dead_letter, guarded
-from app.stream.faust_offsets import committed_offset, guard_commits, seek_if_assigned
+from app.stream.faust_offsets import committed_offset, guard_commits, seek_if_assigned, skip_empty_commits
 from schemas.session import SessionShape
 from schemas.validation import decode
 
@@ -117,8 +117,9 @@ class Stage2:
 
     async def run(self, stream) -> None:
         self._stream = stream = stream.noack()
-        guard_commits(getattr(self.app, "consumer", None), self.settings.topic_sessions,
-                      self.acked_upto)
+        consumer = getattr(self.app, "consumer", None)
+        guard_commits(consumer, self.settings.topic_sessions, self.acked_upto)
+        skip_empty_commits(consumer)
         async for event in stream.events():
             if not await self._in_order(event):
                 continue

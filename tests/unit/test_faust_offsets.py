@@ -7,7 +7,7 @@ import asyncio
 from aiokafka import TopicPartition
 from faust.types import TP
 
-from app.stream.faust_offsets import seek_if_assigned
+from app.stream.faust_offsets import seek_if_assigned, skip_empty_commits
 
 
 class Client:
@@ -74,3 +74,29 @@ def test_a_consumer_without_a_thread_is_asked_to_seek():
     plain = Plain()
     assert asyncio.run(seek_if_assigned(plain, TP("t", 0), 5)) is True
     assert plain.sought == (TP("t", 0), 5)
+
+
+class CommittingThread(ConsumerThread):
+    """The consumer thread's ``_commit``: records what it was asked to commit."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.committed = []
+
+    def assignment(self):
+        return self.client.assignment()
+
+    async def _commit(self, offsets) -> bool:
+        self.committed.append(dict(offsets))
+        return True
+
+
+def test_a_commit_of_partitions_no_longer_assigned_is_skipped_not_crashed():
+    kept, gone = TP("loadshape.sessions", 2), TP("loadshape.sessions", 0)
+    thread = CommittingThread(Client([TopicPartition("loadshape.sessions", 2)]))
+    consumer = ThreadedConsumer(thread)
+    skip_empty_commits(consumer)
+    skip_empty_commits(consumer)  # idempotent: the agent may restart
+    assert asyncio.run(thread._commit({gone: 10})) is False  # Faust would hand aiokafka {}
+    assert asyncio.run(thread._commit({gone: 10, kept: 7})) is True
+    assert thread.committed == [{gone: 10, kept: 7}]  # Faust's own commit filters the rest
