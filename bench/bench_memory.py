@@ -47,7 +47,8 @@ def state_sizes(sessions: int = 12_000) -> dict:
     for i, span in enumerate(iter_spans("steady", seed=3, sessions=sessions)):
         replayer.feed(span)
         if i == 60_000:
-            mid_open = [v.to_bytes() for v in replayer.sessions.values() if isinstance(v, core.SessionState)]
+            mid_open = [v.to_bytes() for v in replayer.live.entries.values()
+                        if isinstance(v, core.SessionState)]
     seg_key, entry = max(replayer.segments.items(), key=lambda kv: kv[1].monitor.sessions)
     stored = SegmentStep.dump(entry)
     tracemalloc.start()
@@ -82,7 +83,7 @@ def rss_series(spans: int) -> dict:
         replayer.feed(span)
         n += 1
         if n % SAMPLE_EVERY == 0:
-            series.append((n, rss_bytes(), len(replayer.sessions)))
+            series.append((n, rss_bytes(), len(replayer.live)))
         if n >= spans:
             break
     return {"spans": n, "seconds": time.perf_counter() - began, "series": series}

@@ -119,14 +119,20 @@ FINDINGS = """\
   yielding, so a starved stage 2 can look done early. The pre-loaded row (stage 2 finishing
   within 0.1 s of stage 1) is likely such a case; the burst row (~23,000 spans/s) is the
   better end-to-end figure until the bench also checks the released count.
-* **Replay** (decode + stage 1 + stage 2 of one file, one core): 54,790 (previous run) ->
-  ~87,000 (msgspec fast path for SpanEvent v1 with pydantic as the schema of record and
-  fallback for every rejection; a flatter session fold; exact running window sums) -> ~115,000
-  spans/s (stage-2 fold 54 -> 25 us per session: live shapes in the reorder buffer, no gauges
-  in replay, one-quantile assumption reads, a leaner per-value fold); each step measured side by
-  side, alerts byte-identical. What is left is ~5 us per span of decode + stage 1 + the
-  replay loop, and ~25 us per session of stage 2: "<= 4x the orjson floor" (~4 us per span)
-  is not reachable for this pipeline in pure Python; 150,000 spans/s needs ~6.7 us per span.
+* **Replay** (decode + stage 1 + stage 2 of one file, one core) now replays 20,000 sessions
+  (229,980 spans): the 3,000-session file of earlier runs never left the 2,000-session
+  warm-up, so no detector or gate ran in it. Earlier steps: 54,790 -> ~87,000 (msgspec fast
+  path, pydantic the schema of record and the fallback for every rejection) -> ~115,000 spans/s
+  on the 3,000-session file (stage-2 fold 54 -> 25 us per session). Since then, side by side
+  on the 20,000-session file (3 alternating rounds, the same 25 alerts): ~80,000 -> ~97,000
+  spans/s (3,000-session file: ~89,000 -> ~114,000): one `LiveSessions` core for replay and
+  stage 1 with a lazy idle heap, a msgspec decoder for records without unknown fields (no
+  nesting scan), non-frozen per-span result objects, and no running exact sum in the rolling
+  window (`math.fsum` on read). Compiling the 14 hot modules with mypyc (tried in a copy) gave
+  1.25-1.40x, not 1.5x, and mypy 1.13's mypyc segfaults on a failed attribute type check, drops
+  the doctests and needed ~50 annotation fixes: not adopted. 150,000 spans/s needs ~6.7 us
+  per span; we spend ~9.6: 0.3 reading lines, 1.1 decoding, 3.2 stage 1 and the loop, 5.0
+  stage 2 (~55 us per session; measured by cutting the pipeline after each step).
 * **Latency** is dominated by the event-time reorder (`reorder_lateness_s`, default 30 s, set to
   0.25 s here) and the heartbeat cadence (every 128 spans per span partition): a session is
   released only when every partition's watermark passed it. With the default lateness the
