@@ -116,9 +116,10 @@ FINDINGS = """\
   instead of a ~150 KB table write per session (2,290 -> 3,220 spans/s, broker 20.7 -> 6.4 CPU-s).
 * **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
   released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
-  yielding, so a starved stage 2 can look done early. The pre-loaded row (stage 2 finishing
-  within 0.1 s of stage 1) is likely such a case; the burst row (~23,000 spans/s) is the
-  better end-to-end figure until the bench also checks the released count.
+  yielding, so a starved stage 2 could look done early (the previous run's pre-loaded row,
+  63,389 spans/s with stage 2 done 0.1 s after stage 1, was such a case). In this run the
+  pre-loaded and burst rows agree (~21,000-22,000 spans/s, stage 2 busy ~10 s); the bench
+  still does not check the released count.
 * **Replay** (decode + stage 1 + stage 2 of one file, one core) now replays 20,000 sessions
   (229,980 spans): the 3,000-session file of earlier runs never left the 2,000-session
   warm-up, so no detector or gate ran in it. Earlier steps: 54,790 -> ~87,000 (msgspec fast
