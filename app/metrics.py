@@ -132,6 +132,9 @@ class LoadshapeMetrics:
     segments: BoundedLabels
     names: BoundedLabels
     clock: Callable[[], float]
+    # segment label -> [(metric, its histogram's child)]: labels() is a locked dict lookup,
+    # and every released session observes a dozen metrics
+    session_children: dict[str, list] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -206,10 +209,14 @@ class LoadshapeMetrics:
     def observe_session(self, segment_key: str, shape: SessionShape) -> None:
         """One observation per load-shape metric (metrics without a value are skipped)."""
         seg = self.segments.label(segment_key)
-        for metric, hist in self.session.items():
+        children = self.session_children.get(seg)
+        if children is None:
+            children = self.session_children[seg] = [
+                (metric, hist.labels(seg)) for metric, hist in self.session.items()]
+        for metric, child in children:
             value = shape.metric(metric)
             if value is not None:
-                hist.labels(seg).observe(value)
+                child.observe(value)
 
     def set_quantiles(self, segment_key: str, metric: str, p50: float, p95: float,
                       p99: float) -> None:
