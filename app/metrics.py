@@ -132,9 +132,9 @@ class LoadshapeMetrics:
     segments: BoundedLabels
     names: BoundedLabels
     clock: Callable[[], float]
-    # segment label -> [(metric, its histogram's child)]: labels() is a locked dict lookup,
+    # segment label -> metric -> its histogram's child: labels() is a locked dict lookup,
     # and every released session observes a dozen metrics
-    session_children: dict[str, list] = field(default_factory=dict)
+    session_children: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -211,11 +211,13 @@ class LoadshapeMetrics:
         seg = self.segments.label(segment_key)
         children = self.session_children.get(seg)
         if children is None:
-            children = self.session_children[seg] = [
-                (metric, hist.labels(seg)) for metric, hist in self.session.items()]
-        for metric, child in children:
+            children = self.session_children[seg] = {}
+        for metric, hist in self.session.items():
             value = shape.metric(metric)
             if value is not None:
+                child = children.get(metric)
+                if child is None:  # created on the first value: no empty series before
+                    child = children[metric] = hist.labels(seg)
                 child.observe(value)
 
     def set_quantiles(self, segment_key: str, metric: str, p50: float, p95: float,
