@@ -9,9 +9,9 @@ last 40 sessions"), so an alert compares what happened *after* the change with t
 baseline instead of a window diluted by pre-change sessions. Stored compactly: the ring is
 one base64 string (8 bytes a value), the sketch's buckets are small integer lists.
 
-Reads are kept cheap without changing a bit of what they return: the window's sum is kept
-exactly (integers: every float is a multiple of 2**-1074, and int division rounds exactly
-like ``math.fsum`` over the ring), and min/max are re-scanned only when the last copy of the
+Reads are kept cheap without changing a bit of what they return: a quantile read does not
+touch the sum (only mean/stats compute it, as ``math.fsum`` over the ring: correctly rounded,
+so independent of history), and min/max are re-scanned only when the last copy of the
 minimum or maximum left the window (copies are counted), not whenever one copy did.
 
 >>> w = RollingWindow(size=8)
