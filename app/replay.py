@@ -48,10 +48,10 @@ class Replayer:
     """Holds the run's state (live objects instead of Kafka state); the steps stay pure."""
 
     def __init__(self, session_step: SessionStep, segment_step: SegmentStep, *,
-                 idle_timeout_ns: int, sinks: ReplaySinks | None = None) -> None:
+                 sinks: ReplaySinks | None = None) -> None:
         # results are alerts only: the step's per-fold gauges (quantiles etc.) are not computed
         self.s2 = segment_step.without_gauges()
-        self.live = LiveSessions(session_step, timeout_ns=idle_timeout_ns)
+        self.live = LiveSessions(session_step)  # idle after session_step.idle_timeout_ns
         self.sinks = sinks or ReplaySinks()
         self.segments: dict[str, object] = {}  # segment key -> SegmentEntry (live objects)
         self._tick = 0
@@ -79,10 +79,6 @@ class Replayer:
         for _, res in live.expire():
             if res.closed is not None:
                 self._segment(res.closed)
-
-    @property
-    def watermark(self) -> int:
-        return self.live.watermark
 
     def _segment(self, shape: SessionShape) -> None:
         self.result.sessions += 1
@@ -133,7 +129,7 @@ def build_replayer(settings, *, alerts_fh=None, dlq_fh=None, sessions_fh=None) -
 
     sinks = ReplaySinks(alert=line(alerts_fh), session=line(sessions_fh), dead_letter=line(dlq_fh))
     return Replayer(SessionStep.from_settings(settings), SegmentStep.from_settings(settings),
-                    idle_timeout_ns=int(settings.session_idle_timeout_s * 1e9), sinks=sinks)
+                    sinks=sinks)
 
 
 def feed_file(replayer: Replayer, path, *, fmt: str = "spans",

@@ -3,8 +3,9 @@
 One object for what ``app.replay`` (a file) and ``app.stream.stage1_partition`` (a Kafka
 partition) both do per span: fold it into its session's entry (``SessionStep.apply``), move
 the stream's event-time watermark, then close the sessions that went idle as of that
-watermark. Entries are live objects (an open ``SessionState`` or a ``Tombstone``); a result's
-``entry is None`` means the session is gone. No Kafka, no clock: time is the spans' own.
+watermark (``step.idle_timeout_ns`` behind it). Entries are live objects (an open
+``SessionState`` or a ``Tombstone``); a result's ``entry is None`` means the session is gone.
+No Kafka, no clock: time is the spans' own.
 
 >>> from app.core.stage1 import SessionStep
 >>> from schemas.span import SpanEvent
@@ -12,7 +13,7 @@ watermark. Entries are live objects (an open ``SessionState`` or a ``Tombstone``
 ...     return SpanEvent(trace_id="t", span_id=f"{sid}-{t}", session_id=sid, agent="a",
 ...                      operation="chat", start_time_unix_nano=t, end_time_unix_nano=t,
 ...                      session_end=end)
->>> live = LiveSessions(SessionStep(idle_timeout_ns=100), timeout_ns=100)
+>>> live = LiveSessions(SessionStep(idle_timeout_ns=100))
 >>> live.fold(span("s1", 10)).outcome, live.fold(span("s2", 50)).outcome
 ('folded', 'folded')
 >>> [(sid, r.outcome) for sid, r in live.expire()]     # watermark 50: nothing idle yet
@@ -34,11 +35,11 @@ from app.core.stage1 import Entry, SessionStep, StepResult
 
 
 class LiveSessions:
-    __slots__ = ("step", "timeout_ns", "entries", "idle", "watermark")
+    __slots__ = ("step", "entries", "idle", "watermark")
 
-    def __init__(self, step: SessionStep, *, timeout_ns: int,
-                 entries: dict[str, Entry] | None = None, watermark: int = 0) -> None:
-        self.step, self.timeout_ns = step, timeout_ns
+    def __init__(self, step: SessionStep, *, entries: dict[str, Entry] | None = None,
+                 watermark: int = 0) -> None:
+        self.step = step
         self.entries: dict[str, Entry] = entries if entries is not None else {}
         self.idle = IdleIndex()
         for sid, entry in self.entries.items():
@@ -65,7 +66,7 @@ class LiveSessions:
     def expire(self) -> list[tuple[str, StepResult]]:
         """Close (or retire) every session idle as of the watermark, oldest first."""
         wm = self.watermark
-        due = self.idle.expired(wm, self.timeout_ns)
+        due = self.idle.expired(wm, self.step.idle_timeout_ns)
         return [(sid, self._store(sid, self.step.expire(self.entries.get(sid), wm)))
                 for sid in due] if due else []
 

@@ -124,7 +124,7 @@ class ClosedLoop:
         step2 = SegmentStep(self.monitor, lateness_ns=int(config.lateness_s * NS), tracker=tracker)
         timeout = int(config.idle_timeout_s * NS)
         self.result = LoopResult(sc, seed, policy.policy_id)
-        self.replayer = Replayer(SessionStep(idle_timeout_ns=timeout), step2, idle_timeout_ns=timeout,
+        self.replayer = Replayer(SessionStep(idle_timeout_ns=timeout), step2,
                                  sinks=ReplaySinks(alert=self.result.alerts.append))
         self.rstate = RecalibratorState()
         self.pending = False  # alerts arrived since the last recalibration attempt

@@ -41,8 +41,7 @@ class PartitionFold:
         self.sessions_partitions = settings.sessions_partitions
         restored = restored if restored is not None else Restored()
         meta = restored.meta if restored.meta is not None else PartitionMeta()
-        self.live = LiveSessions(step, timeout_ns=int(settings.session_idle_timeout_s * 1e9),
-                                 entries=restored.entries, watermark=meta.watermark)
+        self.live = LiveSessions(step, entries=restored.entries, watermark=meta.watermark)
         self.offset = meta.offset  # last offset handled (folded, dead-lettered or re-keyed)
         self.checkpointed = meta.offset  # last offset a written checkpoint holds
         self.changed: set[str] = set()

@@ -69,7 +69,7 @@ def reference(settings: Settings, path: Path) -> Reference:
     sinks = ReplaySinks(alert=lambda a: alerts.write(a.model_dump_json().encode() + b"\n"),
                         session=lambda s: sessions.write(s.model_dump_json().encode() + b"\n"))
     replayer = Replayer(SessionStep.from_settings(settings), SegmentStep.from_settings(settings),
-                        idle_timeout_ns=int(settings.session_idle_timeout_s * 1e9), sinks=sinks)
+                        sinks=sinks)
     feed_file(replayer, path)
     replayer.finish(flush=False)
     return Reference([orjson.loads(x) for x in alerts.getvalue().splitlines()],

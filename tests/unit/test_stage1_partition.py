@@ -64,7 +64,6 @@ def test_one_partition_publishes_what_replay_closes():
     records = workload()
     replayed = []
     replayer = Replayer(SessionStep.from_settings(settings), SegmentStep.from_settings(settings),
-                        idle_timeout_ns=int(settings.session_idle_timeout_s * 1e9),
                         sinks=ReplaySinks(session=lambda s: replayed.append(s.model_dump_json())))
     for _, value in records:
         replayer.feed_raw(value, source="t", line=0)

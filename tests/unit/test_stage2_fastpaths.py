@@ -101,7 +101,7 @@ def make_step(gauges: bool = True) -> SegmentStep:
 def workload(sessions: int = 1500) -> list[tuple]:
     step = make_step()
     rec = _Recorder(step)
-    rep = Replayer(SessionStep(idle_timeout_ns=60 * SEC), step, idle_timeout_ns=60 * SEC)
+    rep = Replayer(SessionStep(idle_timeout_ns=60 * SEC), step)
     rep.s2 = rec
     for rec_ in iter_records("dev-to-support", seed=3, sessions=sessions):
         rep.feed(SpanEvent.model_validate(rec_))
@@ -196,7 +196,7 @@ def test_gauges_off_changes_only_the_gauges(calls):
 
 def test_replay_drives_a_copy_without_gauges():
     step = make_step()
-    rep = Replayer(SessionStep(idle_timeout_ns=SEC), step, idle_timeout_ns=SEC)
+    rep = Replayer(SessionStep(idle_timeout_ns=SEC), step)
     assert rep.s2.gauges is False and step.gauges is True
     assert rep.s2.monitor is step.monitor and rep.s2.tracker is step.tracker
 

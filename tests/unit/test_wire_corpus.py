@@ -61,7 +61,7 @@ def test_every_otlp_record_is_mapped_or_rejected():
 def test_replay_of_the_corpus_accounts_for_every_record():
     spans = span_corpus()
     replayer = Replayer(SessionStep(idle_timeout_ns=300 * 10**9),
-                        SegmentStep.from_settings(Settings()), idle_timeout_ns=300 * 10**9)
+                        SegmentStep.from_settings(Settings()))
     for no, raw in enumerate(spans, start=1):
         replayer.feed_raw(raw, source="fuzz", line=no)
     result = replayer.finish()
