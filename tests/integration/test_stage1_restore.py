@@ -106,14 +106,18 @@ def test_state_topic_holds_meta_records_that_match_the_committed_offsets(kafka_s
     assert on_topic == len(records)  # every span's offset is covered by a checkpoint
 
 
+def dev_to_support(settings, tmp_path, *, seed: int, sessions: int):
+    """The dev-to-support workload as keyed span records, and what replay makes of it."""
+    path = workload_file(tmp_path / "spans.jsonl", scenario="dev-to-support", seed=seed,
+                         sessions=sessions, partitions=settings.spans_partitions)
+    return keyed_lines(path), reference(settings, path)
+
+
 def test_kill9_after_checkpoints_restores_half_folded_sessions(kafka_settings, tmp_path,
                                                                monkeypatch):
     monkeypatch.setenv("LOADSHAPE_STAGE1_CHECKPOINT_SPANS", "300")
     settings = isolated(kafka_settings, tmp_path)
-    path = workload_file(tmp_path / "spans.jsonl", scenario="dev-to-support", seed=21,
-                         sessions=1200, partitions=settings.spans_partitions)
-    records = keyed_lines(path)
-    ref = reference(settings, path)
+    records, ref = dev_to_support(settings, tmp_path, seed=21, sessions=1200)
     half = len(records) // 2
     first = WorkerProcess(settings, tmp_path / "worker-1.log", metrics_port=free_port()).start()
     second = None
@@ -183,10 +187,7 @@ def test_group_hand_overs_mid_stream_publish_the_replayed_sessions(kafka_setting
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LOADSHAPE_STAGE1_CHECKPOINT_SPANS", "250")  # many checkpoints mid-run
     settings = isolated(kafka_settings, tmp_path)
-    path = workload_file(tmp_path / "spans.jsonl", scenario="dev-to-support", seed=11,
-                         sessions=1500, partitions=settings.spans_partitions)
-    records = keyed_lines(path)
-    ref = reference(settings, path)
+    records, ref = dev_to_support(settings, tmp_path, seed=11, sessions=1500)
     third = len(records) // 3
     parts = records[:third], records[third:2 * third], records[2 * third:]
     ports = [free_port(), free_port()]
