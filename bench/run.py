@@ -150,17 +150,18 @@ FINDINGS = """\
   ADWIN at delta 1e-5, the delta at which ADWIN too raised no false alarm over 300,000
   resampled steady sessions. River's default delta (0.002) buys its speed with ~60 false
   alarms per 1M steady sessions (36 streams); the monitor must raise none. Where a change is
-  large (dev-to-support) the monitor is as fast as ADWIN (its floor is the 20-session
-  post-change sample an alert rests on). Where it is moderate (retry-storm counts,
+  large (dev-to-support) the monitor is earlier than ADWIN at the median: a window of 4-19
+  sessions is judged by the exact binomial tail, so an extreme step pages after 4-12
+  sessions instead of waiting for the 20 that the G statistic needs. Where it is moderate (retry-storm counts,
   context-creep's ramp) it is later than default ADWIN and close to ADWIN at the
-  zero-false-alarm delta: the evidence a change must carry (18 nats over a window, 24 for
-  a 20-session one) is what zero false alarms over 10^6 sessions costs; 12 or 16 nats gave
+  zero-false-alarm delta: the evidence a change must carry (18 nats; G needs 24 for a
+  20-session window) is what zero false alarms over 10^6 sessions costs; 12 or 16 nats gave
   2 or 1 false alarms per 1M (seeds 11, 12). A context ramp is also held back by the 25%
   practical-significance gate. The simulated tail-only change (3% of search sessions need
   4-6x the context; ~0.05-0.07 nats of evidence a session) is found on both metrics in most
   seeds but only after a few hundred sessions; ADWIN finds it on context_tokens (whose mean
   moves with the tail) in some seeds and not on utilisation. A tail that widens for the whole
-  population (P99 x3, same median; `tests/unit/test_drift.py` golden) is alerted 23 sessions
+  population (P99 x3, same median; `tests/unit/test_drift.py` golden) is alerted 19 sessions
   after the change by the tail test; ADWIN is 100+ sessions later or never (same test).
 """
 

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from river import drift
 
-from app.core.reference import LEVEL_NAMES, Reference
+from app.core.reference import LEVEL_NAMES, Reference, conservative_rate
 from app.core.sketch import MIN_VALUE, ZERO_KEY, inverse_log_gamma
 
 # (detector name, baseline level, direction, odds ratio of the alternative): location both
@@ -97,16 +97,6 @@ class AdwinDetector:
         det = cls.__new__(cls)
         det._adwin = pickle.loads(base64.b64decode(d["pickle"]))  # our own state, not input
         return det
-
-
-def conservative_rate(k: int, n: int) -> float:
-    """Upper ~2-sigma bound of a rate seen as ``k`` of ``n`` (never 0: a baseline that
-    never exceeded still allows the odd exceedance).
-
-    >>> round(conservative_rate(20, 2000), 4), round(conservative_rate(0, 2000), 4)
-    (0.0156, 0.002)
-    """
-    return min(0.5, (k + 2.0 + 2.0 * math.sqrt(k + 1.0)) / max(n, 1))
 
 
 class QuantileCusum:

@@ -8,13 +8,21 @@ began, so the post-change part is compared without diluting it with pre-change s
 share of sessions above / below the baseline median bucket, above its p95, p99 and max
 buckets. An aspect passes when both hold:
 
-* statistical: the two-sample binomial likelihood-ratio statistic (G, in nats) of
-  "share in this window" vs "share in the baseline" is at least ``nats_needed(window)``:
-  ``min_nats`` (24) for a window of ``min_post_n`` (20) sessions, falling as 1/n to
-  ``long_nats`` (18) from 27 sessions on. Short windows need more: every length up to 32 is
-  scanned (longer ones coarsely and overlapping), and a handful of discrete values fakes a
-  large G there far more often than the chi-square tail says. G counts the baseline's own
-  sampling error, so a 2,000-session baseline does not pretend to know its P99 exactly;
+* statistical, windows of ``min_post_n`` (20) sessions and more: the two-sample binomial
+  likelihood-ratio statistic (G, in nats) of "share in this window" vs "share in the
+  baseline" is at least ``nats_needed(window)``: ``min_nats`` (24) at 20 sessions, falling as
+  1/n to ``long_nats`` (18) from 27 sessions on. G counts the baseline's own sampling error,
+  so a 2,000-session baseline does not pretend to know its P99 exactly. Short windows
+  need more: every length up to 32 is scanned (longer ones coarsely and overlapping), and
+  a handful of discrete values fakes a large G there far more often than the chi-square
+  tail says;
+* statistical, windows of ``min_short_n`` (4) to 19 sessions: the *exact* binomial tail
+  -ln P(at least k of n) at the baseline share raised by ~2 sigma of its sampling error
+  (``conservative_rate``) is at least ``short_nats`` (18, what G needs of long windows).
+  Only an extreme move gets there (4 of 4 sessions above the baseline max, 5 of 5 above
+  its P99), and then it need not wait for 20 sessions: a step of fan-out 3 -> 11 pages
+  after 5-12 sessions, not 20. The exact tail is calibrated where G is not, and the
+  raised baseline share keeps a baseline that undershot its tail from faking evidence;
 * practical: the window moved the aspect's statistic by at least a configured fraction of
   the baseline's - mean or p50 for location (``min_rel_location``), the p95 / p99 for the
   tail aspects (``min_rel_tail``). Relative to ``max(|baseline stat|, scale_floor * p99)``
@@ -39,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from app.core.reference import Reference
+from app.core.reference import Reference, conservative_rate
 from app.core.sketch import MIN_VALUE, ZERO_KEY, inverse_log_gamma
 
 # aspect -> (index into Reference.keys, direction, statistic judged for practical change)
@@ -66,7 +74,9 @@ def scan_lengths(max_n: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True, slots=True)
 class GateConfig:
-    min_post_n: int = 20  # smallest post-change sample an alert may rest on
+    min_post_n: int = 20  # shortest window judged by G (shorter: the exact tail test)
+    min_short_n: int = 4  # shortest window judged at all
+    short_nats: float = 18.0  # exact-tail evidence a window shorter than min_post_n needs
     max_post_n: int = 512  # longest post-change window scanned
     min_nats: float = 24.0  # evidence a window of min_post_n sessions needs
     long_nats: float = 18.0  # ... falling as 1/n to this floor for longer windows
@@ -119,30 +129,47 @@ def _kl(a: float, b: float) -> float:
 
 def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
     """Judge the latest ``values`` (oldest first) against the baseline ``ref``."""
-    best = _scan(values, ref, cfg.lengths)
-    wait = 0
-    for aspect, (nats, length) in sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0])):
+    best, short = _scan(values, ref, cfg)
+    waits = []
+    for aspect, (nats, length) in _strongest(best):
         if nats < cfg.nats_needed(max(length, cfg.min_post_n)):
             continue
-        if length < cfg.min_post_n:  # the change is too recent to describe it yet
-            wait = max(wait, cfg.min_post_n - length)
+        if length < cfg.min_post_n:  # significant by G, too recent for G to describe it
+            waits.append(cfg.min_post_n - length)
             continue
-        post = summarize(values[len(values) - length:])
-        change = _change(aspect, post, ref, cfg)
-        if change is not None:
-            return Verdict(True, aspect, length, nats, change, post)
-    return Verdict(False, wait=wait)
+        if (v := _practical(values, aspect, length, nats, ref, cfg)) is not None:
+            return v
+    for aspect, (nats, length) in _strongest(short):
+        if nats >= cfg.short_nats:
+            if (v := _practical(values, aspect, length, nats, ref, cfg)) is not None:
+                return v
+        elif nats >= cfg.short_nats / 2:  # an extreme move under way: judge at the next value
+            waits.append(1)
+    return Verdict(False, wait=min(waits, default=0))
+
+
+def _strongest(best: dict[str, tuple[float, int]]) -> list[tuple[str, tuple[float, int]]]:
+    return sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
+
+
+def _practical(values: Sequence[float], aspect: str, length: int, nats: float,
+               ref: Reference, cfg: GateConfig) -> Verdict | None:
+    post = summarize(values[len(values) - length:])
+    change = _change(aspect, post, ref, cfg)
+    return None if change is None else Verdict(True, aspect, length, nats, change, post)
 
 
 def _scan(values: Sequence[float], ref: Reference,
-          lengths: tuple[int, ...]) -> dict[str, tuple[float, int]]:
+          cfg: GateConfig) -> tuple[dict[str, tuple[float, int]], dict[str, tuple[float, int]]]:
     """Per aspect, the (G, length) of the window ending now with the largest G: the
-    likelihood-ratio estimate of where the change began."""
+    likelihood-ratio estimate of where the change began; and the (exact-tail nats, length)
+    of the strongest window from ``min_short_n`` to ``min_post_n - 1`` sessions."""
     inv = inverse_log_gamma(ref.rel_acc)
     keys = ref.keys
     counts = dict.fromkeys(ASPECTS, 0)
     best = dict.fromkeys(ASPECTS, (0.0, 0))
-    todo = [n for n in lengths if n <= len(values)]
+    short = dict.fromkeys(ASPECTS, (0.0, 0))
+    todo = [n for n in cfg.lengths if n <= len(values)]
     t = 0
     for i, x in enumerate(reversed(values), start=1):
         if t == len(todo):
@@ -153,11 +180,32 @@ def _scan(values: Sequence[float], ref: Reference,
                 counts[aspect] += 1
         if i == todo[t]:
             t += 1
+            is_short = cfg.min_short_n <= i < cfg.min_post_n
             for aspect, c in counts.items():
                 g = _g(aspect, c, i, ref)
                 if g > 0.0 and g >= best[aspect][0]:  # ties: the longer window
                     best[aspect] = (g, i)
-    return best
+                if is_short and g > 0.0 and (e := _exact(aspect, c, i, ref)) >= short[aspect][0]:
+                    short[aspect] = (e, i)
+    return best, short
+
+
+def _exact(aspect: str, k: int, n: int, ref: Reference) -> float:
+    j, direction, _ = ASPECTS[aspect]
+    return tail_nats(k, n, conservative_rate(ref.above[j] if direction > 0 else ref.below50,
+                                             ref.n))
+
+
+def tail_nats(k: int, n: int, p: float) -> float:
+    """-ln P(X >= k) for X ~ Binomial(n, p): the exact evidence of ``k`` hits in ``n``.
+
+    >>> round(tail_nats(4, 4, 0.002), 1), round(tail_nats(6, 6, 0.0156), 1), tail_nats(0, 9, 0.1)
+    (24.9, 25.0, 0.0)
+    """
+    if k <= 0:
+        return 0.0
+    q = 1.0 - p
+    return -math.log(math.fsum(math.comb(n, j) * p**j * q ** (n - j) for j in range(k, n + 1)))
 
 
 def _g(aspect: str, k: int, n: int, ref: Reference) -> float:

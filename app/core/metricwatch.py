@@ -22,7 +22,7 @@ sketches) and returns what happened.
 ('watch', False)
 >>> outs = [observe(st, 11.0 + (i % 3), "fanout", at(300 + i), cfg) for i in range(50)]
 >>> [(i, o.kind, o.verdict.aspect) for i, o in enumerate(outs) if o]
-[(19, 'drift', 'tail_max')]
+[(4, 'drift', 'tail_max')]
 """
 
 from __future__ import annotations

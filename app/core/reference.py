@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from app.core.sketch import Sketch
@@ -61,3 +62,13 @@ class Reference:
 
 
 FIELDS = tuple(f.name for f in fields(Reference))
+
+
+def conservative_rate(k: int, n: int) -> float:
+    """Upper ~2-sigma bound of a rate seen as ``k`` of ``n`` (never 0: a baseline that
+    never exceeded still allows the odd exceedance).
+
+    >>> round(conservative_rate(20, 2000), 4), round(conservative_rate(0, 2000), 4)
+    (0.0156, 0.002)
+    """
+    return min(0.5, (k + 2.0 + 2.0 * math.sqrt(k + 1.0)) / max(n, 1))

@@ -21,8 +21,8 @@ the state in place and returns it. Time is the sessions' event time only.
 >>> [(a.kind, a.metric, a.severity) for a in alerts]
 [('drift', 'fanout', 'page')]
 >>> print(alerts[0].message)  # doctest: +NORMALIZE_WHITESPACE
-support fanout drifted: p50 4 -> 12, p95 5 -> 13, p99 5 -> 13 (mean 4 -> 11.9)
-over 20 sessions [adwin; tail max]
+support fanout drifted: p50 4 -> 12, p95 5 -> 13, p99 5 -> 13 (mean 4 -> 11.8)
+over 5 sessions [adwin; tail max]
 >>> mon.stats(st)["fanout"].n, mon.episodes(st)["fanout"]
 (400, True)
 >>> SegmentState.from_bytes(st.to_bytes()).to_bytes() == st.to_bytes()

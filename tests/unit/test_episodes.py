@@ -52,11 +52,11 @@ def test_one_drift_then_resolved_once_the_new_baseline_is_stable():
     assert (done.severity, done.detector) == (drift.severity, drift.detector) == ("page", "adwin")
     # the confirmed post-change sessions seed the new baseline, more complete it (1000),
     # then 500 sessions without drift establish it
-    assert idx(drift) == 3021 and drift.current.n == 22
-    assert idx(done) == idx(drift) + (1000 - 22) + 500
+    assert idx(drift) == 3006 and drift.current.n == 7
+    assert idx(done) == idx(drift) + (1000 - 7) + 500
     assert done.baseline.p50 == 3 and done.baseline.n == 2000
     assert done.current.p50 == 11 and done.current.n == 1000
-    assert not any(gauges[:3021]) and all(gauges[3021:4499]) and not any(gauges[4499:])
+    assert not any(gauges[:3006]) and all(gauges[3006:4499]) and not any(gauges[4499:])
     assert SegmentMonitor().stats(state, "baseline")["fanout"].p50 == 11
 
 
@@ -96,7 +96,7 @@ def test_open_episodes_for_gauges():
     state, _, _ = run(fanout_sessions([(0, 3.0), (3000, 11.0), (3100, 0)]), mon)
     (ep,) = mon.open_episodes(state)
     assert (ep.metric, ep.detector, ep.phase) == ("fanout", "adwin", "rebaseline")
-    assert ep.opened_at == T0 + 3021 * 10**9
+    assert ep.opened_at == T0 + 3006 * 10**9
 
 
 # -- the state machine on its own -------------------------------------------------------------
