@@ -29,7 +29,9 @@ buckets. An aspect passes when both hold:
   so a mostly-zero metric (p50 = 0) still has a sane scale.
 
 The verdict picks the passing aspect with the largest G; its window's summary is the
-alert's ``current``.
+alert's ``current``. ``corroborate`` judges one window whose start is known (another metric
+of the segment confirmed a change there): no search over starts, so ``corroborate_nats``
+(10) of G suffice.
 
 >>> from app.core.sketch import Sketch
 >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
@@ -77,6 +79,7 @@ class GateConfig:
     min_post_n: int = 20  # shortest window judged by G (shorter: the exact tail test)
     min_short_n: int = 4  # shortest window judged at all
     short_nats: float = 18.0  # exact-tail evidence a window shorter than min_post_n needs
+    corroborate_nats: float = 10.0  # G of a window whose start is given (``corroborate``)
     max_post_n: int = 512  # longest post-change window scanned
     min_nats: float = 24.0  # evidence a window of min_post_n sessions needs
     long_nats: float = 18.0  # ... falling as 1/n to this floor for longer windows
@@ -129,7 +132,7 @@ def _kl(a: float, b: float) -> float:
 
 def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
     """Judge the latest ``values`` (oldest first) against the baseline ``ref``."""
-    best, short = _scan(values, ref, cfg)
+    best, short = _scan(values, ref, cfg, cfg.lengths)
     waits = []
     for aspect, (nats, length) in _strongest(best):
         if nats < cfg.nats_needed(max(length, cfg.min_post_n)):
@@ -148,6 +151,27 @@ def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(
     return Verdict(False, wait=min(waits, default=0))
 
 
+def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
+    """Judge ``values`` as one window: the sessions since a change that another metric of
+    the segment confirmed began. The start is given, not searched for over every window at
+    every look, so ``corroborate_nats`` (10) of G suffice; the practical test is the same.
+
+    >>> from app.core.sketch import Sketch
+    >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
+    >>> higher = [4.0, 3.0, 5.0, 4.0, 6.0, 4.0, 2.0, 5.0] * 4  # median 3 -> 4: 17 nats
+    >>> judge(higher, ref).passed, corroborate(higher, ref).aspect
+    (False, 'median_up')
+    """
+    if len(values) < cfg.min_post_n:
+        return Verdict(False)
+    best, _ = _scan(values, ref, cfg, (len(values),))
+    for aspect, (nats, length) in _strongest(best):
+        if nats >= cfg.corroborate_nats and (
+                v := _practical(values, aspect, length, nats, ref, cfg)) is not None:
+            return v
+    return Verdict(False)
+
+
 def _strongest(best: dict[str, tuple[float, int]]) -> list[tuple[str, tuple[float, int]]]:
     return sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
 
@@ -159,8 +183,8 @@ def _practical(values: Sequence[float], aspect: str, length: int, nats: float,
     return None if change is None else Verdict(True, aspect, length, nats, change, post)
 
 
-def _scan(values: Sequence[float], ref: Reference,
-          cfg: GateConfig) -> tuple[dict[str, tuple[float, int]], dict[str, tuple[float, int]]]:
+def _scan(values: Sequence[float], ref: Reference, cfg: GateConfig, lengths: tuple[int, ...],
+          ) -> tuple[dict[str, tuple[float, int]], dict[str, tuple[float, int]]]:
     """Per aspect, the (G, length) of the window ending now with the largest G: the
     likelihood-ratio estimate of where the change began; and the (exact-tail nats, length)
     of the strongest window from ``min_short_n`` to ``min_post_n - 1`` sessions."""
@@ -169,7 +193,7 @@ def _scan(values: Sequence[float], ref: Reference,
     counts = dict.fromkeys(ASPECTS, 0)
     best = dict.fromkeys(ASPECTS, (0.0, 0))
     short = dict.fromkeys(ASPECTS, (0.0, 0))
-    todo = [n for n in cfg.lengths if n <= len(values)]
+    todo = [n for n in lengths if n <= len(values)]
     t = 0
     for i, x in enumerate(reversed(values), start=1):
         if t == len(todo):

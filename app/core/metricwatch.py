@@ -10,6 +10,12 @@ episode logic (``episodes``): open an episode (-> ``drift``) and re-baseline, se
 new baseline with the confirmed post-change sample. Returns ``Outcome``s, which
 ``segment`` turns into alerts.
 
+A drift confirmed on one metric dates a change of the whole segment: ``hint`` tells the
+segment's other metrics (in ``watch``) where it began, and for ``patience`` values they are
+also judged on the window since then, every ``check_every`` values, by
+``gate.corroborate`` (a given start needs less evidence than a searched one). A workload
+change rarely moves one metric alone: retries raise fan-out and LLM calls too.
+
 ``observe`` updates the state in place (a fold over 12 metrics per session must not copy
 sketches) and returns what happened.
 
@@ -36,11 +42,13 @@ from app.core import episodes
 from app.core.alerts import alert_id, move_factor, severity
 from app.core.drift import AdwinDetector, Detector, QuantileCusum, Signal, detector_from_state
 from app.core.episodes import EpisodeState
-from app.core.gate import Verdict, judge
+from app.core.gate import Verdict, corroborate, judge
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference
 from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
 from app.core.windows import RollingWindow
+
+SEGMENT_CHANGE = "segment_change"  # detector named by alerts that ``corroborate`` confirmed
 
 
 class Origin(NamedTuple):
@@ -83,6 +91,7 @@ class MetricState:
     bound: list[Detector]  # built from the frozen baseline (empty while collecting)
     candidate: Candidate | None
     episode: EpisodeState
+    change_hint: int | None = None  # value count where another metric's confirmed change began
 
     @classmethod
     def initial(cls, cfg: MonitorConfig) -> MetricState:
@@ -101,7 +110,7 @@ class MetricState:
                 "free": [d.to_state() for d in self.free],
                 "bound": [d.to_state() for d in self.bound],
                 "candidate": None if self.candidate is None else self.candidate.to_list(),
-                "episode": self.episode.to_dict()}
+                "episode": self.episode.to_dict(), "hint": self.change_hint}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MetricState:
@@ -113,7 +122,7 @@ class MetricState:
                    d["ref_n"], [detector_from_state(x) for x in d["free"]],
                    [detector_from_state(x) for x in d["bound"]],
                    None if d["candidate"] is None else Candidate(*d["candidate"]),
-                   EpisodeState.from_dict(d["episode"]))
+                   EpisodeState.from_dict(d["episode"]), d.get("hint"))  # no "hint": older state
 
 
 def observe(st: MetricState, x: float, metric: str, origin: Origin,
@@ -149,12 +158,37 @@ def observe(st: MetricState, x: float, metric: str, origin: Origin,
             signals.append(sig)
     out = None if signals is None and st.candidate is None else _detect(
         st, signals or (), metric, origin, cfg)
+    if out is None and st.change_hint is not None:
+        out = _corroborate(st, metric, origin, cfg)
     if st.episode.phase in episodes.TICKING:  # tick changes nothing in any other phase
         ep, closed = episodes.tick(st.episode, n=st.n, ns=origin.now, cfg=cfg.episodes)
         st.episode = ep
         if closed is not None:
             return Outcome("resolved", closed, closed.old or st.ref.summary(), st.ref.summary())
     return out
+
+
+def hint(st: MetricState, sessions_ago: int) -> None:
+    """A change of this metric's segment began ``sessions_ago`` sessions ago (confirmed on
+    another metric): judge this one from there too, if it is being watched."""
+    if st.episode.phase == episodes.WATCH and st.change_hint is None:
+        st.change_hint = max(st.ref_n, st.n - sessions_ago)
+
+
+def _corroborate(st: MetricState, metric: str, origin: Origin,
+                 cfg: MonitorConfig) -> Outcome | None:
+    since = st.n - st.change_hint
+    if since > cfg.patience or st.episode.phase != episodes.WATCH:
+        st.change_hint = None
+        return None
+    if since < cfg.gate.min_post_n:
+        return None
+    verdict = corroborate(st.window.last(min(since, cfg.gate.max_post_n)), st.ref, cfg.gate)
+    if not verdict.passed:
+        return None
+    if st.candidate is None:  # the alert names the detector that led to it
+        st.candidate = Candidate(SEGMENT_CHANGE, st.n, st.n)
+    return _confirm(st, verdict, metric, origin, cfg)
 
 
 def _freeze(st: MetricState, ns: int, cfg: MonitorConfig) -> None:
@@ -197,5 +231,5 @@ def _confirm(st: MetricState, verdict: Verdict, metric: str, origin: Origin,
                                             detector=st.candidate.detector, severity=sev, old=old)
     # the confirmed post-change sample seeds the new baseline
     st.collecting = Sketch.of(st.window.last(verdict.window), cfg.rel_acc, cfg.max_buckets)
-    st.candidate, st.bound = None, []
+    st.candidate, st.bound, st.change_hint = None, [], None
     return Outcome("drift", st.episode, old, verdict.post, verdict) if opened else None

@@ -115,6 +115,9 @@ class SegmentMonitor:
             out = observe(ms, float(value), name, origin, cfg)
             if out is not None:
                 alerts.append(self._alert(state.segment, name, out, shape))
+                if out.kind == "drift":
+                    for other in metrics.values():
+                        metricwatch.hint(other, out.verdict.window)
         return state, alerts
 
     @staticmethod
