@@ -76,8 +76,8 @@ def detections(monitor, seq, deltas=(ADWIN_DELTA,)):
 
 
 def score(sc, by_segment, found, change_idx):
-    """(delays of detected changed metrics, expected count, false alarms)."""
-    delays, expected, false = [], 0, 0
+    """({(segment, metric): delay, None if missed} of the changed metrics, false alarms)."""
+    delays, false = {}, 0
     changed = {s.key: s for s in sc.segments if s.after is not None and sc.change_at < sc.sessions}
     for seg, per_metric in found.items():
         spec = changed.get(seg)
@@ -86,11 +86,23 @@ def score(sc, by_segment, found, change_idx):
             false += sum(1 for i in idxs if spec is None or i < cut)
         if spec is not None:
             for metric in spec.metrics:
-                expected += 1
                 after = [i for i in per_metric.get(metric, []) if i >= cut]
-                if after:
-                    delays.append(after[0] - cut)
-    return delays, expected, false
+                delays[(seg, metric)] = after[0] - cut if after else None
+    return delays, false
+
+
+def head_to_head(ours: list[int | None], theirs: list[int | None]) -> str:
+    """Paired delays (same seed, segment, metric; None: missed): who alerted first.
+
+    >>> head_to_head([5, 30, None, None, 8], [7, 20, 9, None, None])
+    'loadshape first or same 2, ADWIN first 2 (of which loadshape missed 1), neither 1'
+    """
+    pairs = list(zip(ours, theirs, strict=True))
+    first = sum(a is not None and (b is None or a <= b) for a, b in pairs)
+    later = sum(a is not None and b is not None and a > b for a, b in pairs)
+    only_them = sum(a is None and b is not None for a, b in pairs)
+    return (f"loadshape first or same {first}, ADWIN first {later + only_them} "
+            f"(of which loadshape missed {only_them}), neither {len(pairs) - first - later - only_them}")
 
 
 def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...] = SEEDS) -> list[Row]:
@@ -98,7 +110,7 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
     (one simulation is one draw of each delay; three show how much they vary)."""
     rows = []
     for name in SCENARIOS:
-        pooled = {label: ([], 0, 0) for label in LABELS}
+        pooled = {label: ([], 0) for label in LABELS}
         for seed in seeds:
             sc, by_segment = shapes_of(name, sessions, change_at, seed)
             change_idx = {seg: next((i for i, (_, ph) in enumerate(seq) if ph == "after"), len(seq))
@@ -109,10 +121,11 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
                 for label, per_metric in zip(LABELS, (ours, *theirs), strict=True):
                     found[label][seg] = per_metric
             for label in LABELS:
-                delays, expected, false = score(sc, by_segment, found[label], change_idx)
-                d0, e0, f0 = pooled[label]
-                pooled[label] = (d0 + delays, e0 + expected, f0 + false)
-        for label, (delays, expected, false) in pooled.items():
+                delays, false = score(sc, by_segment, found[label], change_idx)
+                d0, f0 = pooled[label]
+                pooled[label] = (d0 + [delays[k] for k in sorted(delays)], f0 + false)
+        for label, (all_delays, false) in pooled.items():
+            expected, delays = len(all_delays), [d for d in all_delays if d is not None]
             if expected:
                 value = (f"{len(delays)}/{expected} changed metrics detected; delay median "
                          f"{statistics.median(delays) if delays else '-'}, max "
@@ -121,6 +134,9 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
                 value = "no change in this scenario"
             rows.append(Row("4 Detection", f"{name}: {label}", value,
                             note=f"false alarms {false}; seeds {', '.join(map(str, seeds))}"))
+        if pooled[LABELS[0]][0]:
+            rows.append(Row("4 Detection", f"{name}: loadshape vs {LABELS[1]}, per changed metric "
+                            "and seed", head_to_head(pooled[LABELS[0]][0], pooled[LABELS[1]][0])))
     return rows
 
 

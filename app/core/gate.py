@@ -31,7 +31,7 @@ buckets. An aspect passes when both hold:
 The verdict picks the passing aspect with the largest G; its window's summary is the
 alert's ``current``. ``corroborate`` judges one window whose start is known (another metric
 of the segment confirmed a change there): no search over starts, so ``corroborate_nats``
-(10) of G suffice.
+(12) of G suffice.
 
 >>> from app.core.sketch import Sketch
 >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
@@ -79,7 +79,7 @@ class GateConfig:
     min_post_n: int = 20  # shortest window judged by G (shorter: the exact tail test)
     min_short_n: int = 4  # shortest window judged at all
     short_nats: float = 18.0  # exact-tail evidence a window shorter than min_post_n needs
-    corroborate_nats: float = 10.0  # G of a window whose start is given (``corroborate``)
+    corroborate_nats: float = 12.0  # G of a window whose start is given (``corroborate``)
     max_post_n: int = 512  # longest post-change window scanned
     min_nats: float = 24.0  # evidence a window of min_post_n sessions needs
     long_nats: float = 18.0  # ... falling as 1/n to this floor for longer windows
@@ -154,7 +154,7 @@ def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(
 def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
     """Judge ``values`` as one window: the sessions since a change that another metric of
     the segment confirmed began. The start is given, not searched for over every window at
-    every look, so ``corroborate_nats`` (10) of G suffice; the practical test is the same.
+    every look, so ``corroborate_nats`` (12) of G suffice; the practical test is the same.
 
     >>> from app.core.sketch import Sketch
     >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
