@@ -43,6 +43,9 @@ from schemas.span import LLM_OPERATIONS, TOOL_OPERATIONS, SpanEvent
 
 ClosedBy = Literal["session_end", "idle", "flush"]
 
+# Levels ``tree_depth`` peels before it walks instead (agent span trees are a few deep).
+PEEL_LEVELS = 8
+
 # Stands for "no parent" in the compact parent map; span ids are never empty (min_length=1).
 NO_PARENT = ""
 
@@ -211,17 +214,36 @@ def fold(state: SessionState | None, span: SpanEvent) -> SessionState:
 def tree_depth(parents: dict[str, str]) -> int:
     """Levels in the span forest; a span whose parent was never seen counts as a root.
 
-    Walks are memoised, so this is linear in the spans. A parent cycle (only hostile input
-    can make one) is cut where the walk meets it; visiting ids in sorted order keeps even
-    that independent of arrival order.
+    Linear in the spans. A parent cycle (only hostile input can make one) is cut where the
+    walk meets it; visiting ids in sorted order keeps even that independent of arrival order.
 
     >>> tree_depth({"r": "", "a": "r", "b": "a", "c": "missing"})
     3
     >>> tree_depth({"x": "y", "y": "x"}), tree_depth({})
     (2, 0)
     """
-    # Fast path: without a cycle no walk can be longer than the forest, and then the walks
-    # need no on-path bookkeeping; a walk that gets longer proves a cycle: cut as below.
+    # Peel the leaves (spans no remaining span points at) level by level: the rounds needed
+    # are the depth of the deepest leaf, and a round is a few set operations in C, where a
+    # walk per span costs a Python loop. Rounds cost depth x spans: deep forests are walked.
+    alive = set(parents)
+    pointed_at = set(parents.values())  # the first round's, alive being every span
+    levels = 0
+    while alive:
+        if levels:
+            if levels == PEEL_LEVELS:
+                return _tree_depth_walk(parents)
+            pointed_at = set(map(parents.__getitem__, alive))
+        if alive <= pointed_at:  # no leaf left: only a cycle does that
+            return _tree_depth_cut(parents)
+        alive &= pointed_at
+        levels += 1
+    return levels
+
+
+def _tree_depth_walk(parents: dict[str, str]) -> int:
+    """``tree_depth`` by memoised walks up from every span (linear at any depth)."""
+    # Without a cycle no walk can be longer than the forest, and then the walks need no
+    # on-path bookkeeping; a walk that gets longer proves a cycle: cut as below.
     depth: dict[str, int] = {}
     limit = len(parents)
     for sid in parents:
@@ -275,6 +297,21 @@ def derive_complexity(*, fanout: int, llm_calls: int, depth: int, distinct_tools
     return round(min(score, 1.0), 6)
 
 
+def _segment(agent: str, task_type: str | None) -> Segment:
+    """The (immutable) ``Segment``, validated once per segment rather than once per session."""
+    found = _SEGMENTS.get((agent, task_type))
+    if found is None:
+        found = Segment(agent=agent, task_type=task_type)
+        if len(_SEGMENTS) >= _MAX_SEGMENTS:  # bounded: segment names come from the spans
+            _SEGMENTS.clear()
+        _SEGMENTS[(agent, task_type)] = found
+    return found
+
+
+_SEGMENTS: dict[tuple[str, str | None], Segment] = {}
+_MAX_SEGMENTS = 4096
+
+
 def close(state: SessionState, closed_by: ClosedBy) -> SessionShape:
     """The session's load shape. The result depends only on the set of spans folded."""
     spans = state.spans
@@ -289,7 +326,7 @@ def close(state: SessionState, closed_by: ClosedBy) -> SessionShape:
         complexity = declared
     return SessionShape(
         session_id=state.session_id,
-        segment=Segment(agent=state.agent, task_type=state.task_type),
+        segment=_segment(state.agent, state.task_type),
         start_time_unix_nano=state.start_ns, end_time_unix_nano=state.end_ns,
         closed_by=closed_by, spans=spans,
         context_utilization=state.context_utilization, context_tokens=state.context_tokens,
