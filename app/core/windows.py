@@ -40,7 +40,7 @@ class RollingWindow:
     """The last ``size`` values: ring of raw values + sketch of the same values."""
 
     __slots__ = ("ring", "pos", "n", "sketch", "lo", "hi", "_stale", "nonint",
-                 "_n_lo", "_n_hi", "_gone", "_negz")
+                 "_n_lo", "_n_hi", "_gone", "_negz", "_keys", "_cursors")
 
     def __init__(self, size: int = 1024, rel_acc: float = 0.01, max_buckets: int = 2048) -> None:
         if size < 1:
@@ -57,6 +57,11 @@ class RollingWindow:
         self._n_lo = self._n_hi = 0
         self._gone = False
         self._negz = 0
+        # the sketch bucket of each ring slot (an evicted value's bucket is not recomputed)
+        self._keys = [ZERO_KEY] * size
+        # quantile -> [bucket key, values in the buckets below it]: where ``read`` found it
+        # last, kept true as values come and go, so the next read walks a bucket or two
+        self._cursors: dict[float, list[int]] = {}
 
     @property
     def size(self) -> int:
@@ -67,11 +72,18 @@ class RollingWindow:
         if not 0.0 <= x < math.inf:
             raise ValueError(f"window values must be finite and >= 0, got {x!r}")
         ring, pos, s = self.ring, self.pos, self.sketch
+        if x < MIN_VALUE:
+            k = ZERO_KEY
+        elif key is None:
+            k = math.ceil(math.log(x) * s._inv_ln)
+        else:
+            k = key
         if self.n == len(ring):
-            self._evict(ring[pos])
+            self._evict(ring[pos], self._keys[pos])
         else:
             self.n += 1
         ring[pos] = x
+        self._keys[pos] = k
         stored = ring[pos]  # float(x)
         self.pos = (pos + 1) % len(ring)
         s.count += 1
@@ -80,12 +92,15 @@ class RollingWindow:
             if stored == 0.0 and math.copysign(1.0, stored) < 0.0:
                 self._negz += 1
         else:
-            k = math.ceil(math.log(x) * s._inv_ln) if key is None else key
             bins = s.bins
             if s.floor is None and k in bins:  # Sketch.add_key's common case, inline
                 bins[k] += 1
             else:
                 s.add_key(k)
+            if self._cursors:
+                for cursor in self._cursors.values():
+                    if k < cursor[0]:
+                        cursor[1] += 1
         if not stored.is_integer():
             self.nonint += 1
         if self.n == 1:
@@ -104,7 +119,7 @@ class RollingWindow:
             if x == self.lo:
                 self._n_lo += 1
 
-    def _evict(self, old: float) -> None:
+    def _evict(self, old: float, k: int) -> None:
         s = self.sketch
         s.count -= 1
         if old < MIN_VALUE:
@@ -113,12 +128,15 @@ class RollingWindow:
                 self._negz -= 1
                 self._gone = True  # lo/hi may hold this -0.0: re-scan (zero signs must match)
         else:
-            k = math.ceil(math.log(old) * s._inv_ln)
             bins = s.bins
             if s.floor is None and bins.get(k, 0) > 1:  # Sketch.remove_key's common case
                 bins[k] -= 1
             else:
                 s.remove_key(k)
+            if self._cursors:
+                for cursor in self._cursors.values():
+                    if k < cursor[0]:
+                        cursor[1] -= 1
         if not old.is_integer():
             self.nonint -= 1
         if old >= self.hi or old <= self.lo:
@@ -189,7 +207,35 @@ class RollingWindow:
             if stat == "mean":
                 return float(s.total / s.count)
             raise KeyError(f"unknown stat {stat!r}; expected one of {', '.join(STAT_NAMES)}")
-        return float(s.value_of(_key_at(s, q)))
+        return float(s.value_of(self._key_at(q)))
+
+    def _key_at(self, q: float) -> int:
+        """``_key_at(self.sketch, q)``, walked from where the last read of ``q`` found it."""
+        s = self.sketch
+        rank = max(1, math.ceil(q * s.count - 1e-9))
+        if s.zeros >= rank:
+            return ZERO_KEY
+        cursor = self._cursors.get(q)
+        if cursor is None or s.floor is not None:
+            if s.floor is not None:  # collapsed buckets: counts moved under the cursors
+                self._cursors.clear()
+                return _key_at(s, q)
+            k = _key_at(s, q)
+            keys, bins = s.sorted_keys(), s.bins
+            self._cursors[q] = [k, sum(map(bins.__getitem__, keys[:bisect_left(keys, k)]))]
+            return k
+        keys, bins = s.sorted_keys(), s.bins
+        k, below = cursor
+        i = bisect_left(keys, k)  # k's bucket, or (emptied since) the next one up
+        rank -= s.zeros
+        while below >= rank:
+            i -= 1
+            below -= bins[keys[i]]
+        while below + bins[keys[i]] < rank:
+            below += bins[keys[i]]
+            i += 1
+        cursor[0], cursor[1] = keys[i], below
+        return keys[i]
 
     def to_sketch(self) -> Sketch:
         """A standalone copy of the window's sketch (e.g. to merge across segments)."""
@@ -219,6 +265,7 @@ class RollingWindow:
         w.ring[:w.n] = kept
         w.pos = w.n % len(w.ring)
         w.sketch, w.lo, w.hi, w.nonint = sk, d["lo"], d["hi"], d["nonint"]
+        w._keys[:w.n] = [sk.key(v) for v in kept]
         w._negz = sum(1 for v in kept if v == 0.0 and math.copysign(1.0, v) < 0.0)
         w._n_lo, w._n_hi = kept.count(w.lo), kept.count(w.hi)
         w._gone = w.n > 0 and not (w._n_lo and w._n_hi)
