@@ -28,6 +28,7 @@ The stage-1 fold reads only declared fields, so it takes either type.
 from __future__ import annotations
 
 import json
+import operator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -152,6 +153,31 @@ def fast_record(raw: bytes | str) -> SpanRecord | None:
     if rec.end_time_unix_nano < rec.start_time_unix_nano:
         return None
     return rec
+
+
+def fast_records(lines: list[bytes]) -> list[SpanRecord] | None:
+    """``[fast_record(line) for line in lines]`` when every line is a flat record the fast
+    path accepts (a line may keep its line end), else None: the caller then takes the lines
+    one by one. A block of a file's lines decodes with no Python code run per line.
+
+    >>> line = (b'{"trace_id":"t","span_id":"s","session_id":"x","agent":"a",'
+    ...         b'"operation":"chat","start_time_unix_nano":1,"end_time_unix_nano":2}\\n')
+    >>> [r.span_id for r in fast_records([line, line])], fast_records([line, b"\\n"])
+    (['s', 's'], None)
+    """
+    if not all(map(bytes.isascii, lines)) or max(map(len, lines), default=0) > MAX_FAST_BYTES:
+        return None
+    try:
+        records = list(map(_flat_decoder.decode, lines))
+    except msgspec.DecodeError:
+        return None
+    if any(map(operator.lt, map(_END, records), map(_START, records))):
+        return None
+    return records
+
+
+_START = operator.attrgetter("start_time_unix_nano")
+_END = operator.attrgetter("end_time_unix_nano")
 
 
 def decode_span_fast(raw: bytes | str) -> Decoded[SpanRecord | SpanEvent]:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.core import session as core
-from schemas.fastspan import MAX_FAST_BYTES, SpanRecord, decode_span_fast, extras, fast_record
+from schemas.fastspan import MAX_FAST_BYTES, SpanRecord, decode_span_fast, extras, fast_record, fast_records
 from schemas.span import SpanEvent
 from schemas.validation import decode_span
 
@@ -194,6 +194,27 @@ def valid_token(field: str):
 @given(raw_records())
 def test_fast_path_agrees_with_pydantic(raw):
     check(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(raw_records(), max_size=6), st.sampled_from([b"", b"\n", b"\r\n"]))
+def test_block_of_lines_agrees_with_one_by_one(raws, end):
+    """A block decodes at once only if every line would take the fast path, to the same values."""
+    lines = [raw + end for raw in raws]
+    got = fast_records(lines)
+    if got is not None:
+        for line, rec in zip(lines, got, strict=True):
+            one = fast_record(line.rstrip(b"\r\n"))
+            assert one is not None and type(one) is type(rec)
+            for name in FIELDS:
+                assert same(getattr(rec, name), getattr(one, name)), name
+
+
+def test_block_of_ordinary_lines_takes_the_fast_path():
+    line = b"{" + BASE.encode() + b"}\n"
+    assert [r.span_id for r in fast_records([line] * 3)] == ["s"] * 3
+    assert fast_records([line, b"\n"]) is None  # blank lines: the caller's, one by one
+    assert fast_records([line, line.replace(b"9}", b"4}")]) is None  # end before start
 
 
 @settings(max_examples=200, deadline=None)
