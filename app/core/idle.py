@@ -21,12 +21,17 @@ from __future__ import annotations
 
 import heapq
 
+NEVER = 2**63  # later than any event time (unix nanoseconds fit in 63 bits)
+
 
 class IdleIndex:
-    __slots__ = ("_heap", "_last", "_queued")
+    __slots__ = ("_heap", "_last", "_queued", "earliest_ns")
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, str]] = []
+        # no session's last event is earlier (the heap's top, or past any time when empty):
+        # nothing is idle while ``earliest_ns >= watermark - timeout``
+        self.earliest_ns = NEVER
         self._last: dict[str, int] = {}  # session id -> last event time
         self._queued: dict[str, int] = {}  # session id -> time of its live heap entry
 
@@ -58,6 +63,7 @@ class IdleIndex:
                 due.append((last, sid))
             else:
                 self._queue(sid, last)
+        self.earliest_ns = self._heap[0][0] if self._heap else NEVER
         due.sort()
         return [sid for _, sid in due]
 
@@ -67,6 +73,7 @@ class IdleIndex:
         if len(self._heap) > 4 * len(self._queued) + 64:
             self._heap = [(t, s) for s, t in self._queued.items()]
             heapq.heapify(self._heap)
+        self.earliest_ns = self._heap[0][0]
 
     def __len__(self) -> int:
         return len(self._last)

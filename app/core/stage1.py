@@ -66,15 +66,15 @@ class SessionStep:
 
     def apply(self, stored: bytes | Entry | None, span: SpanEvent) -> StepResult:
         """Fold ``span``. A live entry passed in is updated in place (its caller owns it)."""
-        if isinstance(stored, bytes):
-            raw, entry = stored, core.load(stored)
-        else:  # a live entry (replay) or nothing yet: runs once per span, kept lean
-            raw, entry = None, stored
-        if entry is None:
-            before = 0
-        elif isinstance(entry, core.Tombstone):
-            return StepResult(entry, None, "late", entry.last_event_ns, raw)
+        # runs once per span, kept lean: a live open session (replay) is the common case
+        if stored.__class__ is core.SessionState:
+            raw, entry, before = None, stored, len(stored.parents)
+        elif stored is None:
+            raw, entry, before = None, None, 0
         else:
+            raw, entry = (stored, core.load(stored)) if isinstance(stored, bytes) else (None, stored)
+            if isinstance(entry, core.Tombstone):
+                return StepResult(entry, None, "late", entry.last_event_ns, raw)
             before = len(entry.parents)
         state = core.fold(entry, span)
         if state.closed:
@@ -83,9 +83,10 @@ class SessionStep:
             # duplicate); the batch stage 1 (app.stream.stage1_batch) checkpoints tombstones
             # only after the session is acked, and keeps this path for states stored before
             return self._close(state, "session_end", "closed", state.end_ns)
+        # state.end_ns is its last_event_ns (without the property call)
         if len(state.parents) == before:
-            return StepResult(state, None, "duplicate", state.last_event_ns, raw)
-        return StepResult(state, None, "folded", state.last_event_ns)
+            return StepResult(state, None, "duplicate", state.end_ns, raw)
+        return StepResult(state, None, "folded", state.end_ns)
 
     def expire(self, stored: bytes | Entry | None, watermark_ns: int = 0) -> StepResult:
         """The idle clock ran out: close an open session, or drop a tombstone."""

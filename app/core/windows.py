@@ -79,19 +79,26 @@ class RollingWindow:
         else:
             k = key
         if self.n == len(ring):
-            self._evict(ring[pos], self._keys[pos])
+            # in the bucket of the value it replaces (often so, for counts) x leaves the
+            # sketch's counts as they are
+            old_k = self._keys[pos]
+            same = old_k == k
+            self._evict(ring[pos], old_k, same)
         else:
             self.n += 1
+            same = False
         ring[pos] = x
         self._keys[pos] = k
         stored = ring[pos]  # float(x)
         self.pos = (pos + 1) % len(ring)
-        s.count += 1
         if x < MIN_VALUE:
-            s.zeros += 1
+            if not same:
+                s.count += 1
+                s.zeros += 1
             if stored == 0.0 and math.copysign(1.0, stored) < 0.0:
                 self._negz += 1
-        else:
+        elif not same:
+            s.count += 1
             bins = s.bins
             if s.floor is None and k in bins:  # Sketch.add_key's common case, inline
                 bins[k] += 1
@@ -119,15 +126,19 @@ class RollingWindow:
             if x == self.lo:
                 self._n_lo += 1
 
-    def _evict(self, old: float, k: int) -> None:
+    def _evict(self, old: float, k: int, same: bool) -> None:
+        """Take ``old`` (bucket ``k``) out; ``same``: the value replacing it goes to bucket
+        ``k`` too, so the sketch's counts are left as they are."""
         s = self.sketch
-        s.count -= 1
         if old < MIN_VALUE:
-            s.zeros -= 1
+            if not same:
+                s.count -= 1
+                s.zeros -= 1
             if old == 0.0 and math.copysign(1.0, old) < 0.0:
                 self._negz -= 1
                 self._gone = True  # lo/hi may hold this -0.0: re-scan (zero signs must match)
-        else:
+        elif not same:
+            s.count -= 1
             bins = s.bins
             if s.floor is None and bins.get(k, 0) > 1:  # Sketch.remove_key's common case
                 bins[k] -= 1
