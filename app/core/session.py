@@ -324,21 +324,24 @@ def close(state: SessionState, closed_by: ClosedBy) -> SessionShape:
             distinct_tools=distinct_tools, context_tokens=state.context_tokens)
     else:
         complexity = declared
-    return SessionShape(
-        session_id=state.session_id,
-        segment=_segment(state.agent, state.task_type),
-        start_time_unix_nano=state.start_ns, end_time_unix_nano=state.end_ns,
-        closed_by=closed_by, spans=spans,
-        context_utilization=state.context_utilization, context_tokens=state.context_tokens,
-        fanout=state.tool_calls, max_parallel_fanout=max(state.tool_parents.values(), default=0),
-        retry_rate=state.retries / spans if spans else 0.0, reflections=state.reflections,
-        llm_calls=state.llm_calls, depth=depth, distinct_tools=distinct_tools,
-        complexity=complexity, complexity_declared=declared is not None,
-        truncations=state.truncations, cache_age_s=state.cache_age_s,
-        cache_hits=state.cache_hits, retries=state.retries, errors=state.errors,
-        models=sorted(state.models), routes=sorted(state.routes),
-        context_limit=state.context_limit,
-    )
+    # model_validate of a dict: the same validation as SessionShape(**fields), minus the
+    # keyword plumbing of BaseModel.__init__ (~15% of the call, once per session)
+    return SessionShape.model_validate({
+        "session_id": state.session_id,
+        "segment": _segment(state.agent, state.task_type),
+        "start_time_unix_nano": state.start_ns, "end_time_unix_nano": state.end_ns,
+        "closed_by": closed_by, "spans": spans,
+        "context_utilization": state.context_utilization, "context_tokens": state.context_tokens,
+        "fanout": state.tool_calls,
+        "max_parallel_fanout": max(state.tool_parents.values(), default=0),
+        "retry_rate": state.retries / spans if spans else 0.0, "reflections": state.reflections,
+        "llm_calls": state.llm_calls, "depth": depth, "distinct_tools": distinct_tools,
+        "complexity": complexity, "complexity_declared": declared is not None,
+        "truncations": state.truncations, "cache_age_s": state.cache_age_s,
+        "cache_hits": state.cache_hits, "retries": state.retries, "errors": state.errors,
+        "models": sorted(state.models), "routes": sorted(state.routes),
+        "context_limit": state.context_limit,
+    })
 
 
 def is_idle(state: SessionState, watermark_unix_nano: int, idle_timeout_ns: int) -> bool:
