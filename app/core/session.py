@@ -33,6 +33,7 @@ False
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 import orjson
@@ -297,19 +298,10 @@ def derive_complexity(*, fanout: int, llm_calls: int, depth: int, distinct_tools
     return round(min(score, 1.0), 6)
 
 
+@lru_cache(maxsize=4096)  # bounded: segment names come from the spans
 def _segment(agent: str, task_type: str | None) -> Segment:
-    """The (immutable) ``Segment``, validated once per segment rather than once per session."""
-    found = _SEGMENTS.get((agent, task_type))
-    if found is None:
-        found = Segment(agent=agent, task_type=task_type)
-        if len(_SEGMENTS) >= _MAX_SEGMENTS:  # bounded: segment names come from the spans
-            _SEGMENTS.clear()
-        _SEGMENTS[(agent, task_type)] = found
-    return found
-
-
-_SEGMENTS: dict[tuple[str, str | None], Segment] = {}
-_MAX_SEGMENTS = 4096
+    """The (frozen) ``Segment``, validated once per segment rather than once per session."""
+    return Segment(agent=agent, task_type=task_type)
 
 
 def close(state: SessionState, closed_by: ClosedBy) -> SessionShape:
