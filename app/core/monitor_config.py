@@ -36,7 +36,8 @@ dozen sessions. Why each default:
   correlated. ``bench/bench_detection.py`` measures it: steady sessions whose metrics are
   all hinted every 300 sessions of their segment, as if a change had been confirmed, must
   raise no alert. 10 nats raised one (LLM calls) in 3,561 such metric-periods (100,000
-  sessions, seed 13) and one in 37,974 (1,000,000, seed 6); 12 raised none in the first.
+  sessions, seed 13) and one in 37,974 (1,000,000, seed 6); 12 raised none in either
+  (3,566 and 38,045 metric-periods).
   In ``retry-storm``, fan-out / max parallel fan-out / LLM calls then follow retry_rate
   after a median 52 sessions instead of 96 (seeds 7-9).
 * ``check_every`` 8 / ``patience`` 256: how often a pending trigger is re-judged as
