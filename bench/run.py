@@ -139,10 +139,10 @@ FINDINGS = """\
   set operations and the Segment validated once per segment (close 14.5 -> 11.7 us per
   session), a ring of bucket keys in the rolling window, quantile reads that resume where the
   last one stopped, and a quantile CUSUM that skips a value missing every level. 150,000
-  spans/s needs ~6.7 us per span; we spend ~7.8: ~1.0 reading and decoding, ~2.3 stage 1
-  (fold, call layers, ~11 us per session close), ~3.2 stage 2 (~37 us per session, mostly
-  the 12 per-metric updates at ~2.5 us each in the full run against ~1.5 us in isolation:
-  memory, not code, is now the limit) and ~1.3 in the rest of the loop.
+  spans/s needs ~6.7 us per span; this run spent ~7.4. Measured on a busy machine: ~1.0
+  reading and decoding, ~2.3 stage 1 (fold, call layers, ~11 us per session close), ~3.2
+  stage 2 (~37 us per session, mostly the 12 per-metric updates at ~2.5 us each in the full
+  run against ~1.5 us in isolation: memory, not code, is now the limit), the rest in the loop.
 * **Latency** is dominated by the event-time reorder (`reorder_lateness_s`, default 30 s, set to
   0.25 s here) and the heartbeat cadence (every 128 spans per span partition): a session is
   released only when every partition's watermark passed it. With the default lateness the
