@@ -179,7 +179,8 @@ def sessions_released(m: dict[str, float]) -> float:
 
 def wait_counts(workers: list[WorkerProcess], *, spans: int, timeout: float, settle: float = 3.0,
                 poll: float = 0.1) -> dict[str, float]:
-    """Poll until the workers together processed ``spans`` and stage 2 stopped releasing.
+    """Poll until the workers together processed ``spans`` and stage 2, having released
+    sessions, stopped releasing.
 
     Returns perf_counter times of the first processed span, of the last span and of the last
     stage-2 release, with the counts. (Sessions still waiting for a watermark stay buffered.)"""
@@ -199,7 +200,9 @@ def wait_counts(workers: list[WorkerProcess], *, spans: int, timeout: float, set
             last_span = now
         if q != q_prev:
             q_prev, last_release = q, now
-        if last_span is not None and now - last_release >= settle:
+        # done: every span folded, and stage 2 released something and then nothing for
+        # ``settle`` s (a stage 2 that has not started yet is not done)
+        if last_span is not None and q > 0 and now - last_release >= settle:
             return {"first": first, "first_spans": first_spans, "first_wall": first_wall,
                     "last_span": last_span, "done": max(last_span, last_release),
                     "spans": s, "sessions": q}
