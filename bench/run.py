@@ -121,8 +121,8 @@ FINDINGS = """\
   how many of the published sessions stage 2 had released when it was called done; in this
   run 19,916 of 20,004 (the rest wait in the reorder buffer for a watermark to pass them),
   and the pre-loaded and burst rows agree. "Done" also needs stage 2 to have released at
-  least one session: in a quick run stage 1 finished in 0.1 s, and stage 2's Faust consumer
-  started releasing ~4.8 s after the first span was folded.
+  least one session: in a quick run stage 1 finished in 0.1 s, and stage 2 (a Faust agent)
+  made its last release 4.9 s after the first span was folded.
 * **Replay** (decode + stage 1 + stage 2 of one file, one core) now replays 20,000 sessions
   (229,980 spans): the 3,000-session file of earlier runs never left the 2,000-session
   warm-up, so no detector or gate ran in it. Earlier steps: 54,790 -> ~87,000 (msgspec fast
