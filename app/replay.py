@@ -81,11 +81,12 @@ class Replayer:
     def feed(self, span: SpanEvent | SpanRecord) -> None:
         self.result.spans += 1
         live = self.live
-        res = live.fold(span)
-        if res.closed is not None:
-            self._segment(res.closed)
-        elif res.outcome == "late":
-            self.result.late_spans += 1
+        res = live.fold_open(span)  # None: added to its open session (nothing to publish)
+        if res is not None:
+            if res.closed is not None:
+                self._segment(res.closed)
+            elif res.outcome == "late":
+                self.result.late_spans += 1
         for _, res in live.expire():
             if res.closed is not None:
                 self._segment(res.closed)

@@ -30,6 +30,7 @@ No Kafka, no clock: time is the spans' own.
 
 from __future__ import annotations
 
+from app.core import session as core
 from app.core.idle import IdleIndex
 from app.core.stage1 import Entry, SessionStep, StepResult
 
@@ -49,18 +50,38 @@ class LiveSessions:
     def fold(self, span) -> StepResult:
         """Fold ``span`` (a ``SpanEvent`` or ``SpanRecord``) and advance the watermark; the
         caller publishes ``result.closed`` and then calls ``expire``."""
+        result = self.fold_open(span)
+        if result is None:
+            state = self.entries[span.session_id]
+            return StepResult(state, None, "folded", state.end_ns)
+        return result
+
+    def fold_open(self, span) -> StepResult | None:
+        """``fold``, but None when ``span`` was added to its session's open entry, which
+        stays open (the common case: nothing to publish, so no result is built)."""
         sid = span.session_id
         entries = self.entries
-        result = self.step.apply(entries.get(sid), span)
-        outcome = result.outcome
-        if outcome == "folded":  # _store's common case, inline (once per span)
-            entries[sid] = result.entry
-            self.idle.touch(sid, result.last_event_ns)
-        elif outcome != "duplicate" and outcome != "late":  # those change nothing
-            self._store(sid, result)
+        entry = entries.get(sid)
         end = span.end_time_unix_nano
         if end > self.watermark:
             self.watermark = end
+        # Once per span, so kept flat: a new span of a live open session is folded right
+        # here (``SessionStep.apply`` would fold it the same way); the rest goes through it.
+        if entry.__class__ is core.SessionState and not entry.closed and not span.session_end:
+            before = len(entry.parents)
+            core.fold(entry, span)  # in place; it stays open (no session_end)
+            if len(entry.parents) == before:
+                return StepResult(entry, None, "duplicate", entry.end_ns)
+            self.idle.touch(sid, entry.end_ns)
+            return None
+        result = self.step.apply(entry, span)
+        outcome = result.outcome
+        if outcome == "folded":
+            entries[sid] = result.entry
+            self.idle.touch(sid, result.last_event_ns)
+            return None
+        if outcome != "duplicate" and outcome != "late":  # those change nothing
+            self._store(sid, result)
         return result
 
     def expire(self) -> list[tuple[str, StepResult]]:
