@@ -79,17 +79,25 @@ class Replayer:
         self.sinks.dead_letter(dead_letter(raw, decoded, source=source, line=line))
 
     def feed(self, span: SpanEvent | SpanRecord) -> None:
-        self.result.spans += 1
-        live = self.live
-        res = live.fold_open(span)  # None: added to its open session (nothing to publish)
-        if res is not None:
-            if res.closed is not None:
-                self._segment(res.closed)
-            elif res.outcome == "late":
-                self.result.late_spans += 1
-        for _, res in live.expire():
-            if res.closed is not None:
-                self._segment(res.closed)
+        self.feed_many((span,))
+
+    def feed_many(self, spans: Iterable[SpanEvent | SpanRecord]) -> None:
+        """``feed`` each of ``spans`` in turn (one call per decoded block, not per span)."""
+        live, result = self.live, self.result
+        fold_open, idle = live.fold_open, live.idle
+        timeout = live.step.idle_timeout_ns
+        for span in spans:
+            result.spans += 1
+            res = fold_open(span)  # None: added to its open session (nothing to publish)
+            if res is not None:
+                if res.closed is not None:
+                    self._segment(res.closed)
+                elif res.outcome == "late":
+                    result.late_spans += 1
+            if idle.earliest_ns < live.watermark - timeout:  # live.expire()'s early-out, inline
+                for _, res in live.expire():
+                    if res.closed is not None:
+                        self._segment(res.closed)
 
     def _segment(self, shape: SessionShape) -> None:
         self.result.sessions += 1
@@ -154,8 +162,7 @@ def feed_file(replayer: Replayer, path, *, fmt: str = "spans",
     for first, block in iter_blocks(path):
         records = fast_records(block)
         if records is not None:  # the usual block: flat records only, decoded in one go
-            for record in records:
-                replayer.feed(record)
+            replayer.feed_many(records)
             if (last := first + len(block) - 1) % PROGRESS_EVERY == 0:
                 progress(last)
             continue
@@ -179,6 +186,5 @@ def _feed_otlp(replayer: Replayer, path, source: str, progress) -> None:
         for r in batch.rejected:
             replayer.reject(r.span_json or b"", Decoded(reason=r.reason, field=r.field, code=r.code),
                             source=source, line=no)
-        for span in batch.spans:
-            replayer.feed(span)
+        replayer.feed_many(batch.spans)
         progress(no)

@@ -114,13 +114,14 @@ def replay(feed: Callable[[Replayer], None]) -> Replay:
     alerts, sessions, dlq = io.BytesIO(), io.BytesIO(), io.BytesIO()
     rp = build_replayer(SETTINGS, alerts_fh=alerts, sessions_fh=sessions, dlq_fh=dlq)
     seen: list[SpanEvent] = []
-    feed_span = rp.feed
+    feed_spans = rp.feed_many
 
-    def capture(span: SpanEvent) -> None:
-        seen.append(span)
-        feed_span(span)
+    def capture(spans: Iterable[SpanEvent]) -> None:
+        spans = list(spans)
+        seen.extend(spans)
+        feed_spans(spans)
 
-    rp.feed = capture  # feed_file and feed_raw call replayer.feed
+    rp.feed_many = capture  # feed_file, feed_raw and feed all end in replayer.feed_many
     feed(rp)
     result = rp.finish()
     lines = lambda fh: [orjson.loads(x) for x in fh.getvalue().splitlines()]  # noqa: E731
