@@ -99,6 +99,9 @@ class AdwinDetector:
         return det
 
 
+_EMPTY_BAND = (1, 0)  # no key is in it
+
+
 class QuantileCusum:
     """Bernoulli CUSUMs of exceedances of baseline quantile buckets (one per level).
 
@@ -108,7 +111,7 @@ class QuantileCusum:
     """
 
     name = "quantile_cusum"
-    __slots__ = ("_inv_ln", "levels", "h", "s", "run", "_calm_lo", "_calm_hi", "_calm")
+    __slots__ = ("_inv_ln", "levels", "h", "s", "run", "_band", "quiet_lo", "quiet_hi")
 
     def __init__(self, levels: list[tuple[str, int, int, float, float]], h: float,
                  inv_ln: float) -> None:
@@ -116,15 +119,16 @@ class QuantileCusum:
         self.levels, self.h, self._inv_ln = levels, h, inv_ln
         self.s = [0.0] * len(levels)
         self.run = [0] * len(levels)
-        # Keys in [_calm_lo, _calm_hi] miss at every level; while every CUSUM stands at zero
-        # (``_calm``) such a key changes nothing, as a miss only pulls a CUSUM down (the band
-        # is empty if some miss would not). Derived, never stored.
+        # Keys in ``_band`` miss at every level; while every CUSUM stands at zero such a key
+        # changes nothing, as a miss only pulls a CUSUM down (the band is empty if some miss
+        # would not). [quiet_lo, quiet_hi] is that band while all stand at zero, else empty:
+        # keys in it change nothing now (a caller may skip ``update_key``). Derived, never stored.
         if all(miss <= 0.0 for *_, miss in levels):
-            self._calm_lo = max((key for _, key, d, *_ in levels if d < 0), default=ZERO_KEY)
-            self._calm_hi = min((key for _, key, d, *_ in levels if d > 0), default=2**63)
+            self._band = (max((key for _, key, d, *_ in levels if d < 0), default=ZERO_KEY),
+                          min((key for _, key, d, *_ in levels if d > 0), default=2**63))
         else:
-            self._calm_lo, self._calm_hi = 1, 0
-        self._calm = True
+            self._band = _EMPTY_BAND
+        self.quiet_lo, self.quiet_hi = self._band
 
     @classmethod
     def from_reference(cls, ref: Reference, specs=DEFAULT_LEVELS, *,
@@ -148,7 +152,7 @@ class QuantileCusum:
 
     def update_key(self, k: int) -> Signal | None:
         """``update(x)`` given ``x``'s bucket key under this detector's mapping (``_inv_ln``)."""
-        if self._calm and self._calm_lo <= k <= self._calm_hi:  # the usual session: no-op
+        if self.quiet_lo <= k <= self.quiet_hi:  # the usual session: no-op
             return None
         out = None
         s_, run = self.s, self.run
@@ -162,7 +166,7 @@ class QuantileCusum:
                 out = out or Signal(name, run[i])
                 s, run[i] = 0.0, 0
             s_[i] = s
-        self._calm = not any(s_)
+        self.quiet_lo, self.quiet_hi = _EMPTY_BAND if any(s_) else self._band
         return out
 
     def to_state(self) -> dict[str, Any]:
@@ -173,7 +177,8 @@ class QuantileCusum:
     def from_state(cls, d: dict[str, Any]) -> QuantileCusum:
         det = cls([tuple(lv) for lv in d["levels"]], d["h"], d["ln"])
         det.s, det.run = list(d["s"]), list(d["run"])
-        det._calm = not any(det.s) and not any(det.run)
+        if any(det.s) or any(det.run):
+            det.quiet_lo, det.quiet_hi = _EMPTY_BAND
         return det
 
 

@@ -134,7 +134,7 @@ def observe(st: MetricState, x: float, metric: str, origin: Origin,
     window = st.window
     inv_ln = window.sketch._inv_ln
     key = ZERO_KEY if x < MIN_VALUE else math.ceil(math.log(x) * inv_ln)  # sketch.key(x)
-    window.add(x, key)
+    window.add_keyed(x, key)
     signals = None  # plain loops, a list only when a detector signals (rare)
     for det in st.free:
         sig = det.update(x)
@@ -150,8 +150,12 @@ def observe(st: MetricState, x: float, metric: str, origin: Origin,
         return None
     for det in st.bound:
         # the tail CUSUMs bucket x like the window (same accuracy): reuse its key
-        sig = (det.update_key(key) if det.__class__ is QuantileCusum and det._inv_ln == inv_ln
-               else det.update(x))
+        if det.__class__ is QuantileCusum and det._inv_ln == inv_ln:
+            if det.quiet_lo <= key <= det.quiet_hi:
+                continue  # update_key's no-op case (most values), without the call
+            sig = det.update_key(key)
+        else:
+            sig = det.update(x)
         if sig is not None:
             if signals is None:
                 signals = []

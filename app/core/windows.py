@@ -71,14 +71,24 @@ class RollingWindow:
         """Add ``x`` (``key``: its sketch bucket, when the caller has it already)."""
         if not 0.0 <= x < math.inf:
             raise ValueError(f"window values must be finite and >= 0, got {x!r}")
-        ring, pos, s = self.ring, self.pos, self.sketch
         if x < MIN_VALUE:
-            k = ZERO_KEY
+            key = ZERO_KEY
         elif key is None:
-            k = math.ceil(math.log(x) * s._inv_ln)
-        else:
-            k = key
+            key = math.ceil(math.log(x) * self.sketch._inv_ln)
+        self.add_keyed(x, key)
+
+    def add_keyed(self, x: float, k: int) -> None:
+        """``add(x)`` for an ``x`` already checked (finite, >= 0) and ``k``, its bucket key
+        (``ZERO_KEY`` for zeros): ``metricwatch.observe`` has both (once per value)."""
+        ring, pos, s = self.ring, self.pos, self.sketch
         if self.n == len(ring):
+            old = ring[pos]
+            if old == x and not self._negz and (x or math.copysign(1.0, x) > 0.0):
+                # x replaces an equal value (a third of all adds, counts repeat): the window
+                # holds the same values, so only the ring position moves. Not with a -0.0 in
+                # or coming (lo/hi re-scans read the first zero in ring order, of either sign)
+                self.pos = (pos + 1) % len(ring)
+                return
             # in the bucket of the value it replaces (often so, for counts) x leaves the
             # sketch's counts as they are
             old_k = self._keys[pos]
