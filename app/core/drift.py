@@ -152,7 +152,7 @@ class QuantileCusum:
 
     def update_key(self, k: int) -> Signal | None:
         """``update(x)`` given ``x``'s bucket key under this detector's mapping (``_inv_ln``)."""
-        if self.quiet_lo <= k <= self.quiet_hi:  # the usual session: no-op
+        if self.quiet_lo <= k <= self.quiet_hi:  # changes nothing (see __init__)
             return None
         out = None
         s_, run = self.s, self.run
