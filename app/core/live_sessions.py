@@ -30,8 +30,9 @@ No Kafka, no clock: time is the spans' own.
 
 from __future__ import annotations
 
-from app.core import session as core
 from app.core.idle import IdleIndex
+from app.core.session import SessionState
+from app.core.session import fold as fold_span
 from app.core.stage1 import Entry, SessionStep, StepResult
 
 
@@ -67,9 +68,9 @@ class LiveSessions:
             self.watermark = end
         # Once per span, so kept flat: a new span of a live open session is folded right
         # here (``SessionStep.apply`` would fold it the same way); the rest goes through it.
-        if entry.__class__ is core.SessionState and not entry.closed and not span.session_end:
+        if entry.__class__ is SessionState and not entry.closed and not span.session_end:
             before = len(entry.parents)
-            core.fold(entry, span)  # in place; it stays open (no session_end)
+            fold_span(entry, span)  # in place; it stays open (no session_end)
             if len(entry.parents) == before:
                 return StepResult(entry, None, "duplicate", entry.end_ns)
             self.idle.touch(sid, entry.end_ns)
