@@ -140,16 +140,24 @@ FINDINGS = """\
   (read + decode 1.8 -> 1.0 us per span), the span tree's depth peeled level by level with
   set operations and the Segment validated once per segment (close 14.5 -> 11.7 us per
   session), a ring of bucket keys in the rolling window, quantile reads that resume where the
-  last one stopped, and a quantile CUSUM that skips a value missing every level. 150,000
-  spans/s needs ~6.7 us per span; this run spent ~7.4. Measured on a busy machine: ~1.0
-  reading and decoding, ~2.3 stage 1 (fold, call layers, ~11 us per session close), ~3.2
-  stage 2 (~37 us per session, mostly the 12 per-metric updates at ~2.5 us each in the full
-  run against ~1.5 us in isolation: memory, not code, is now the limit), the rest in the loop.
+  last one stopped, and a quantile CUSUM that skips a value missing every level (a
+  make bench at 13:10 measured 134,288 spans/s). Then ~+8% side by side (5 alternating
+  rounds on a busy machine, 114-127k -> 129-136k): a new span of a live open session folded
+  without the step layer (`LiveSessions.fold_open`), one replay call per decoded block, and
+  the window and CUSUM skipping work that changes nothing (a value replacing an equal one,
+  a key inside the CUSUMs' quiet band). 150,000 spans/s needs ~6.7 us per span; this run
+  spent ~7.8, but its decode floors were ~8% below the 13:10 run's (the machine varies:
+  the replay row alone gave 118,626-138,650 spans/s in three runs within minutes). On a busy
+  machine: ~0.9 us reading and decoding, ~2.0 stage 1, ~3.1 stage 2 (~2.3 us per metric
+  value; memory, not code, is now the limit), the rest in the loop.
 * **Latency** is dominated by the event-time reorder (`reorder_lateness_s`, default 30 s, set to
   0.25 s here) and the heartbeat cadence (every 128 spans per span partition): a session is
   released only when every partition's watermark passed it. With the default lateness the
   floor is 30 s by design; at low background rates heartbeats are rarer and latency grows.
   Stage 1 now also waits for its batch (`getmany`) and sends its outputs per batch.
+  With 25 trials the p99 is the slowest trial: one trial of the 14:02 run took 2.0 s (the
+  others <= 0.6 s); two runs of the latency bench alone right after gave max 0.596 s and
+  0.586 s.
 * **Scale-out** rows use records produced in one burst after the workers joined (pre-loading
   would let the first worker take the whole backlog before the second joins), so they cannot
   exceed the producer's rate: compare them with the 1-worker burst row, not with the
