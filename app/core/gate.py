@@ -45,7 +45,7 @@ False
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -151,10 +151,13 @@ def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(
     return Verdict(False, wait=min(waits, default=0))
 
 
-def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
+def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(),
+                hits: list[int] | None = None) -> Verdict:
     """Judge ``values`` as one window: the sessions since a change that another metric of
     the segment confirmed began. The start is given, not searched for over every window at
     every look, so ``corroborate_nats`` (12) of G suffice; the practical test is the same.
+    ``hits``: ``aspect_hits(values, ref)``, when the caller keeps them up to date (a window
+    judged at every value then costs O(1) a value, not a pass over it).
 
     >>> from app.core.sketch import Sketch
     >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
@@ -164,12 +167,39 @@ def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateC
     """
     if len(values) < cfg.min_post_n:
         return Verdict(False)
-    best, _ = _scan(values, ref, cfg, (len(values),))
-    for aspect, (nats, length) in _strongest(best):
+    n = len(values)
+    hits = aspect_hits(values, ref) if hits is None else hits
+    gs = {aspect: (g, n) for aspect, k in zip(ASPECTS, hits, strict=True)
+          if (g := _g(aspect, k, n, ref)) > 0.0}
+    for aspect, (nats, length) in _strongest(gs):
         if nats >= cfg.corroborate_nats and (
                 v := _practical(values, aspect, length, nats, ref, cfg)) is not None:
             return v
     return Verdict(False)
+
+
+def aspect_hits(values: Iterable[float], ref: Reference) -> list[int]:
+    """Per aspect (``ASPECTS`` order): how many of ``values`` fall on its side of the baseline
+    bucket (above it, or below the median's for ``median_down``).
+
+    >>> from app.core.sketch import Sketch
+    >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
+    >>> aspect_hits([1.0, 3.0, 4.0, 9.0], ref)
+    [2, 1, 1, 1, 1]
+    """
+    hits = [0] * len(ASPECTS)
+    for x in values:
+        add_hit(hits, x, ref)
+    return hits
+
+
+def add_hit(hits: list[int], x: float, ref: Reference) -> None:
+    """Count ``x`` into ``hits`` (``aspect_hits``'s counts), in place."""
+    k = math.ceil(math.log(x) * inverse_log_gamma(ref.rel_acc)) if x >= MIN_VALUE else ZERO_KEY
+    keys = ref.keys
+    for i, (j, direction, _) in enumerate(ASPECTS.values()):
+        if (k > keys[j]) if direction > 0 else (k < keys[j]):
+            hits[i] += 1
 
 
 def _strongest(best: dict[str, tuple[float, int]]) -> list[tuple[str, tuple[float, int]]]:

@@ -12,9 +12,10 @@ new baseline with the confirmed post-change sample. Returns ``Outcome``s, which
 
 A drift confirmed on one metric dates a change of the whole segment: ``hint`` tells the
 segment's other metrics (in ``watch``) where it began, and for ``patience`` values they are
-also judged on the window since then, every ``check_every`` values, by
-``gate.corroborate`` (a given start needs less evidence than a searched one). A workload
-change rarely moves one metric alone: retries raise fan-out and LLM calls too.
+also judged on the window since then, at every value, by ``gate.corroborate`` (a given
+start needs less evidence than a searched one; the per-aspect counts are kept up to date, so
+a look costs O(1)). A workload change rarely moves one metric alone: retries raise fan-out
+and LLM calls too.
 
 ``observe`` updates the state in place (a fold over 12 metrics per session must not copy
 sketches) and returns what happened.
@@ -42,7 +43,7 @@ from app.core import episodes
 from app.core.alerts import alert_id, move_factor, severity
 from app.core.drift import AdwinDetector, Detector, QuantileCusum, Signal, detector_from_state
 from app.core.episodes import EpisodeState
-from app.core.gate import Verdict, corroborate, judge
+from app.core.gate import Verdict, add_hit, aspect_hits, corroborate, judge
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference
 from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
@@ -92,6 +93,8 @@ class MetricState:
     candidate: Candidate | None
     episode: EpisodeState
     change_hint: int | None = None  # value count where another metric's confirmed change began
+    # derived, never stored: (value count, gate.aspect_hits of the values since change_hint)
+    hint_hits: tuple[int, list[int]] | None = None
 
     @classmethod
     def initial(cls, cfg: MonitorConfig) -> MetricState:
@@ -163,7 +166,7 @@ def observe(st: MetricState, x: float, metric: str, origin: Origin,
     out = None if signals is None and st.candidate is None else _detect(
         st, signals or (), metric, origin, cfg)
     if out is None and st.change_hint is not None:
-        out = _corroborate(st, metric, origin, cfg)
+        out = _corroborate(st, x, metric, origin, cfg)
     if st.episode.phase in episodes.TICKING:  # tick changes nothing in any other phase
         ep, closed = episodes.tick(st.episode, n=st.n, ns=origin.now, cfg=cfg.episodes)
         st.episode = ep
@@ -176,18 +179,26 @@ def hint(st: MetricState, sessions_ago: int) -> None:
     """A change of this metric's segment began ``sessions_ago`` sessions ago (confirmed on
     another metric): judge this one from there too, if it is being watched."""
     if st.episode.phase == episodes.WATCH and st.change_hint is None:
-        st.change_hint = max(st.ref_n, st.n - sessions_ago)
+        st.change_hint, st.hint_hits = max(st.ref_n, st.n - sessions_ago), None
 
 
-def _corroborate(st: MetricState, metric: str, origin: Origin,
+def _corroborate(st: MetricState, x: float, metric: str, origin: Origin,
                  cfg: MonitorConfig) -> Outcome | None:
     since = st.n - st.change_hint
-    if since > cfg.patience or st.episode.phase != episodes.WATCH:
-        st.change_hint = None
+    # the hits count every value since the hint: judged while they all fit the gate's window
+    if since > min(cfg.patience, cfg.gate.max_post_n) or st.episode.phase != episodes.WATCH:
+        st.change_hint = st.hint_hits = None
         return None
+    cached = st.hint_hits
+    if cached is not None and cached[0] == st.n - 1:  # kept up to date: count x alone
+        hits = cached[1]
+        add_hit(hits, x, st.ref)
+    else:  # the first look, or after a restore (not stored): count the window
+        hits = aspect_hits(st.window.last(since), st.ref)
+    st.hint_hits = (st.n, hits)
     if since < cfg.gate.min_post_n:
         return None
-    verdict = corroborate(st.window.last(min(since, cfg.gate.max_post_n)), st.ref, cfg.gate)
+    verdict = corroborate(st.window.last(since), st.ref, cfg.gate, hits)
     if not verdict.passed:
         return None
     if st.candidate is None:  # the alert names the detector that led to it
@@ -235,5 +246,5 @@ def _confirm(st: MetricState, verdict: Verdict, metric: str, origin: Origin,
                                             detector=st.candidate.detector, severity=sev, old=old)
     # the confirmed post-change sample seeds the new baseline
     st.collecting = Sketch.of(st.window.last(verdict.window), cfg.rel_acc, cfg.max_buckets)
-    st.candidate, st.bound, st.change_hint = None, [], None
+    st.candidate, st.bound, st.change_hint, st.hint_hits = None, [], None, None
     return Outcome("drift", st.episode, old, verdict.post, verdict) if opened else None

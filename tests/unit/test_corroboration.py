@@ -12,8 +12,8 @@ import numpy as np
 import orjson
 import pytest
 
-from app.core.gate import GateConfig, corroborate
-from app.core.metricwatch import SEGMENT_CHANGE, MetricState
+from app.core.gate import GateConfig, aspect_hits, corroborate
+from app.core.metricwatch import SEGMENT_CHANGE, MetricState, hint
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference
 from app.core.segment import SegmentMonitor, SegmentState
@@ -83,3 +83,17 @@ def test_corroborate_wants_a_full_window_and_a_material_change():
     assert corroborate(higher, ref).passed
     assert not corroborate(higher[:GateConfig().min_post_n - 1], ref).passed
     assert not corroborate([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 4, ref).passed
+
+
+def test_the_hits_kept_up_to_date_are_those_of_the_window_since_the_hint():
+    mon = SegmentMonitor()
+    state = mon.initial(SEG)
+    seq = shapes(3, fanout_after=3.0, llm_after=4.0)  # nothing changes: the hint runs out
+    for shape in seq[:CHANGE]:
+        state, _ = mon.fold(state, shape)
+    ms = state.metrics["llm_calls"]
+    hint(ms, 0)
+    for shape in seq[CHANGE:CHANGE + 200]:
+        state, _ = mon.fold(state, shape)
+        since = ms.n - ms.change_hint
+        assert ms.hint_hits == (ms.n, aspect_hits(ms.window.last(since), ms.ref))
