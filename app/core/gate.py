@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from app.core.reference import Reference, conservative_rate
-from app.core.sketch import MIN_VALUE, ZERO_KEY, inverse_log_gamma
+from app.core.sketch import MIN_VALUE, bucket_key, inverse_log_gamma
 
 # aspect -> (index into Reference.keys, direction, statistic judged for practical change)
 ASPECTS = MappingProxyType({
@@ -195,8 +195,11 @@ def aspect_hits(values: Iterable[float], ref: Reference) -> list[int]:
 
 def add_hit(hits: list[int], x: float, ref: Reference) -> None:
     """Count ``x`` into ``hits`` (``aspect_hits``'s counts), in place."""
-    k = math.ceil(math.log(x) * inverse_log_gamma(ref.rel_acc)) if x >= MIN_VALUE else ZERO_KEY
-    keys = ref.keys
+    _count_key(hits, bucket_key(x, inverse_log_gamma(ref.rel_acc)), ref.keys)
+
+
+def _count_key(hits: list[int], k: int, keys: tuple[int, ...]) -> None:
+    """Count bucket key ``k`` into the per-aspect ``hits`` (``ASPECTS`` order)."""
     for i, (j, direction, _) in enumerate(ASPECTS.values()):
         if (k > keys[j]) if direction > 0 else (k < keys[j]):
             hits[i] += 1
@@ -220,7 +223,7 @@ def _scan(values: Sequence[float], ref: Reference, cfg: GateConfig, lengths: tup
     of the strongest window from ``min_short_n`` to ``min_post_n - 1`` sessions."""
     inv = inverse_log_gamma(ref.rel_acc)
     keys = ref.keys
-    counts = dict.fromkeys(ASPECTS, 0)
+    counts = [0] * len(ASPECTS)
     best = dict.fromkeys(ASPECTS, (0.0, 0))
     short = dict.fromkeys(ASPECTS, (0.0, 0))
     todo = [n for n in lengths if n <= len(values)]
@@ -228,14 +231,11 @@ def _scan(values: Sequence[float], ref: Reference, cfg: GateConfig, lengths: tup
     for i, x in enumerate(reversed(values), start=1):
         if t == len(todo):
             break
-        k = math.ceil(math.log(x) * inv) if x >= MIN_VALUE else ZERO_KEY
-        for aspect, (j, direction, _) in ASPECTS.items():
-            if (k > keys[j]) if direction > 0 else (k < keys[j]):
-                counts[aspect] += 1
+        _count_key(counts, bucket_key(x, inv), keys)
         if i == todo[t]:
             t += 1
             is_short = cfg.min_short_n <= i < cfg.min_post_n
-            for aspect, c in counts.items():
+            for aspect, c in zip(ASPECTS, counts, strict=True):
                 g = _g(aspect, c, i, ref)
                 if g > 0.0 and g >= best[aspect][0]:  # ties: the longer window
                     best[aspect] = (g, i)
