@@ -22,10 +22,9 @@ from app.core.stage2 import SegmentStep
 from app.stream.deadletter import dead_letter
 from schemas.alert import Alert
 from schemas.deadletter import DeadLetter
-from schemas.fastspan import SpanRecord, fast_record, fast_records
+from schemas.fastspan import SpanRecord, decode_span_fast, fast_records
 from schemas.session import SessionShape
 from schemas.span import SpanEvent
-from schemas.validation import decode_span
 
 READ_BUFFER = 1 << 20  # bytes read at a time: the default 8 KiB is a system call per ~15 lines
 PROGRESS_EVERY = 4096  # lines between progress reports
@@ -64,11 +63,7 @@ class Replayer:
         self.result = ReplayResult()
 
     def feed_raw(self, raw: bytes, *, source: str, line: int) -> None:
-        record = fast_record(raw)  # decode_span_fast's compiled path, without its wrapper
-        if record is not None:
-            self.feed(record)
-            return
-        decoded = decode_span(raw)  # pydantic decides (and explains) the rest
+        decoded = decode_span_fast(raw)  # compiled path; pydantic decides (and explains) the rest
         if not decoded.ok:
             self.reject(raw, decoded, source=source, line=line)
             return
