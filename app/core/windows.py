@@ -93,7 +93,7 @@ class RollingWindow:
             # sketch's counts as they are
             old_k = self._keys[pos]
             same = old_k == k
-            self._evict(ring[pos], old_k, same)
+            self._evict(old, old_k, same)
         else:
             self.n += 1
             same = False
@@ -236,11 +236,11 @@ class RollingWindow:
         rank = max(1, math.ceil(q * s.count - 1e-9))
         if s.zeros >= rank:
             return ZERO_KEY
+        if s.floor is not None:  # collapsed buckets: counts moved under the cursors
+            self._cursors.clear()
+            return _key_at(s, q)
         cursor = self._cursors.get(q)
-        if cursor is None or s.floor is not None:
-            if s.floor is not None:  # collapsed buckets: counts moved under the cursors
-                self._cursors.clear()
-                return _key_at(s, q)
+        if cursor is None:
             k = _key_at(s, q)
             keys, bins = s.sorted_keys(), s.bins
             self._cursors[q] = [k, sum(map(bins.__getitem__, keys[:bisect_left(keys, k)]))]
