@@ -21,7 +21,7 @@ from collections import defaultdict
 
 from river.drift import ADWIN
 
-from app.core import metricwatch
+from app.core import episodes, metricwatch
 from app.core import session as core
 from app.core.stage2 import SegmentStep
 from app.settings import Settings
@@ -215,7 +215,7 @@ def hinted_steady(monitor, n: int, pool: dict, seed: int = 13,
         alerts += sum(a.kind == "drift" for a in out)
         if state.sessions % every == 0 and state.sessions >= monitor.config.baseline_n + every:
             for ms in state.metrics.values():
-                hinted += ms.episode.phase == "watch" and ms.change_hint is None
+                hinted += ms.episode.phase == episodes.WATCH and ms.change_hint is None
                 metricwatch.hint(ms, 0)
     return alerts, hinted, time.perf_counter() - began
 
