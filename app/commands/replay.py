@@ -54,15 +54,20 @@ def run(args, settings) -> int:
 
 
 class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.last, self.t0 = enabled, 0.0, time.monotonic()
+    """``replay: N lines (R/s)`` on one terminal line, at most every ``every_s`` seconds."""
+
+    def __init__(self, enabled: bool, every_s: float = 0.5, clock=time.monotonic) -> None:
+        self.enabled, self.every_s, self.clock = enabled, every_s, clock
+        self.t0 = clock()
+        self.last = self.t0 - every_s  # the first tick shows
 
     def tick(self, lines: int) -> None:
-        now = time.monotonic()
-        if self.enabled and now - self.last > 0.5:
+        now = self.clock()
+        if self.enabled and now - self.last >= self.every_s:
             self.last = now
-            rate = lines / max(now - self.t0, 1e-9)
-            print(f"\rreplay: {lines:,} lines ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+            took = now - self.t0
+            rate = f" ({lines / took:,.0f}/s)" if took > 0 else ""
+            print(f"\rreplay: {lines:,} lines{rate}", end="", file=sys.stderr, flush=True)
 
     def done(self) -> None:
         if self.enabled:
