@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from app.core.live_sessions import LiveSessions
+from app.core.session import SessionValues
 from app.core.stage1 import SessionStep
 from app.core.stage2 import SegmentStep
 from app.stream.deadletter import dead_letter
@@ -45,7 +46,7 @@ class ReplaySinks:
     """Where results go as they are produced (files, lists, metrics)."""
 
     alert: Callable[[Alert], None] = lambda a: None
-    session: Callable[[SessionShape], None] = lambda s: None
+    session: Callable[[SessionShape], None] | None = None  # None: sessions are not kept
     dead_letter: Callable[[DeadLetter], None] = lambda d: None
 
 
@@ -56,7 +57,9 @@ class Replayer:
                  sinks: ReplaySinks | None = None) -> None:
         # results are alerts only: the step's per-fold gauges (quantiles etc.) are not computed
         self.s2 = segment_step.without_gauges()
-        self.live = LiveSessions(session_step)  # idle after session_step.idle_timeout_ns
+        # closed sessions come out unvalidated (stage 2 reads their values in-process);
+        # only those passed to a session sink are validated (see _segment)
+        self.live = LiveSessions(session_step.unvalidated())  # idle after its idle_timeout_ns
         self.sinks = sinks or ReplaySinks()
         self.segments: dict[str, object] = {}  # segment key -> SegmentEntry (live objects)
         self._tick = 0
@@ -94,9 +97,11 @@ class Replayer:
                     if res.closed is not None:
                         self._segment(res.closed)
 
-    def _segment(self, shape: SessionShape) -> None:
+    def _segment(self, shape: SessionValues) -> None:
         self.result.sessions += 1
-        self.sinks.session(shape)
+        if self.sinks.session is not None:  # the session leaves the replay: validated
+            shape = shape.shape()
+            self.sinks.session(shape)
         key = shape.segment.key
         res = self.s2.apply(self.segments.get(key), shape, self.live.watermark)
         self.segments[key] = res.entry
@@ -142,7 +147,8 @@ def build_replayer(settings, *, alerts_fh=None, dlq_fh=None, sessions_fh=None) -
     def line(fh):
         return (lambda model: fh.write(model.model_dump_json().encode() + b"\n")) if fh else (lambda m: None)
 
-    sinks = ReplaySinks(alert=line(alerts_fh), session=line(sessions_fh), dead_letter=line(dlq_fh))
+    sinks = ReplaySinks(alert=line(alerts_fh), session=line(sessions_fh) if sessions_fh else None,
+                        dead_letter=line(dlq_fh))
     return Replayer(SessionStep.from_settings(settings), SegmentStep.from_settings(settings),
                     sinks=sinks)
 

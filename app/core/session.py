@@ -306,6 +306,30 @@ def _segment(agent: str, task_type: str | None) -> Segment:
 
 def close(state: SessionState, closed_by: ClosedBy) -> SessionShape:
     """The session's load shape. The result depends only on the set of spans folded."""
+    # model_validate of a dict: the same validation as SessionShape(**fields), minus the
+    # keyword plumbing of BaseModel.__init__ (~15% of the call, once per session)
+    return SessionShape.model_validate(shape_fields(state, closed_by))
+
+
+class SessionValues:
+    """A closed session's ``SessionShape`` fields as ``shape_fields`` computed them, not
+    validated: for stage 2 in the same process (replay), which reads only attributes.
+
+    Validating costs as much per session as any stage-2 metric does, and proves nothing
+    there: the values come from validated spans (ids and labels copied, counts, a ratio of
+    counts, maxima of bounded inputs). ``shape()`` is the validated ``SessionShape``, which
+    anything that leaves the process (a published or written session) must take instead.
+    """
+
+    def __init__(self, fields: dict) -> None:
+        self.__dict__ = fields
+
+    def shape(self) -> SessionShape:
+        return SessionShape.model_validate(self.__dict__)
+
+
+def shape_fields(state: SessionState, closed_by: ClosedBy) -> dict:
+    """The fields ``close`` validates into the session's ``SessionShape``."""
     spans = state.spans
     depth = tree_depth(state.parents)
     distinct_tools = len(state.tools)
@@ -316,9 +340,7 @@ def close(state: SessionState, closed_by: ClosedBy) -> SessionShape:
             distinct_tools=distinct_tools, context_tokens=state.context_tokens)
     else:
         complexity = declared
-    # model_validate of a dict: the same validation as SessionShape(**fields), minus the
-    # keyword plumbing of BaseModel.__init__ (~15% of the call, once per session)
-    return SessionShape.model_validate({
+    return {
         "session_id": state.session_id,
         "segment": _segment(state.agent, state.task_type),
         "start_time_unix_nano": state.start_ns, "end_time_unix_nano": state.end_ns,
@@ -333,7 +355,7 @@ def close(state: SessionState, closed_by: ClosedBy) -> SessionShape:
         "cache_hits": state.cache_hits, "retries": state.retries, "errors": state.errors,
         "models": sorted(state.models), "routes": sorted(state.routes),
         "context_limit": state.context_limit,
-    })
+    }
 
 
 def is_idle(state: SessionState, watermark_unix_nano: int, idle_timeout_ns: int) -> bool:

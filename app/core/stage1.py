@@ -36,7 +36,7 @@ Entry = core.SessionState | core.Tombstone
 @dataclass(slots=True)  # not frozen: built once per span, and frozen init is 3x slower
 class StepResult:
     entry: Entry | None
-    closed: SessionShape | None
+    closed: SessionShape | core.SessionValues | None  # values: only from a step with validate=False
     outcome: Outcome
     last_event_ns: int = 0
     unchanged: bytes | None = None  # the stored bytes, when the step changed nothing
@@ -57,8 +57,15 @@ def _load(stored: bytes | Entry) -> Entry:
 class SessionStep:
     """Owns no state; ``apply``/``expire``/``flush`` map stored bytes to new stored bytes."""
 
-    def __init__(self, *, idle_timeout_ns: int) -> None:
+    def __init__(self, *, idle_timeout_ns: int, validate: bool = True) -> None:
         self.idle_timeout_ns = idle_timeout_ns
+        # False: a closed session comes out as ``core.SessionValues`` (unvalidated), for a
+        # caller that hands it to stage 2 in-process and validates what it passes on
+        self.validate = validate
+
+    def unvalidated(self) -> SessionStep:
+        """This step with ``validate=False``."""
+        return SessionStep(idle_timeout_ns=self.idle_timeout_ns, validate=False)
 
     @classmethod
     def from_settings(cls, settings) -> SessionStep:
@@ -105,14 +112,18 @@ class SessionStep:
         entry = _load(stored)
         if isinstance(entry, core.Tombstone):
             return StepResult(None, None, "expired")
-        shape = core.close(entry, "flush")
-        return StepResult(None, shape, "flushed")
+        return StepResult(None, self._shape(entry, "flush"), "flushed")
 
     def last_event_ns(self, stored: bytes | Entry) -> int:
         return _load(stored).last_event_ns
 
     def _close(self, state, closed_by, outcome, watermark_ns) -> StepResult:
-        shape = core.close(state, closed_by)
+        shape = self._shape(state, closed_by)
         tomb = core.tombstone(state, closed_by, watermark_ns)
         return StepResult(tomb, shape, outcome, tomb.last_event_ns,
                           closing=state if closed_by == "session_end" else None)
+
+    def _shape(self, state: core.SessionState, closed_by: core.ClosedBy):
+        if self.validate:
+            return core.close(state, closed_by)
+        return core.SessionValues(core.shape_fields(state, closed_by))

@@ -25,6 +25,7 @@ import orjson
 
 from app.core import reorder
 from app.core.segment import MonitorConfig, SegmentMonitor, SegmentState
+from app.core.session import SessionValues
 from app.core.stats import MetricStats
 from app.loop.tracker import AssumptionTracker, TrackerState
 from schemas.alert import Alert
@@ -121,8 +122,13 @@ class SegmentStep:
                             dict(d.get("recent", ())))
 
     # --- steps ------------------------------------------------------------------------
-    def apply(self, entry: SegmentEntry | None, shape: SessionShape, watermark_ns: int | None) -> Step2Result:
-        """Buffer ``shape``; release what all sources' ``watermark_ns`` - lateness has passed."""
+    def apply(self, entry: SegmentEntry | None, shape: SessionShape | SessionValues,
+              watermark_ns: int | None) -> Step2Result:
+        """Buffer ``shape``; release what all sources' ``watermark_ns`` - lateness has passed.
+
+        ``shape`` may be stage 1's unvalidated ``SessionValues`` (replay, in-process): the
+        fold reads only its attributes, which are the same; it is validated only if an entry
+        holding it is dumped. ``released`` then holds it as it came."""
         entry = entry if entry is not None else self.new(shape)
         if _duplicate(entry, shape):
             return Step2Result(entry=entry)  # published again by stage 1: folded once already
@@ -226,8 +232,10 @@ def _duplicate(entry: SegmentEntry, shape: SessionShape) -> bool:
     return False
 
 
-def _compact(shape: SessionShape) -> dict:
+def _compact(shape: SessionShape | SessionValues) -> dict:
     """The shape as plain data for the reorder buffer (defaults left out: smaller state)."""
+    if shape.__class__ is SessionValues:
+        shape = shape.shape()
     return shape.model_dump(mode="json", exclude_defaults=True)
 
 
@@ -236,17 +244,18 @@ class _Held:
 
     __slots__ = ("shape", "data")
 
-    def __init__(self, shape: SessionShape) -> None:
+    def __init__(self, shape: SessionShape | SessionValues) -> None:
         self.shape, self.data = shape, None
 
 
-def _held(shape: SessionShape) -> _Held | dict:
+def _held(shape: SessionShape | SessionValues) -> _Held | dict:
     """What the reorder buffer holds for ``shape``: the live shape when re-validating its plain
     data would give it back bit for bit, else (the rare case) that plain data, as always."""
     # A validated shape comes back from _compact except for: a -0.0 where the default is 0.0
-    # (dropped as "default", read back as 0.0), and extra fields (kept, but as JSON values).
+    # (dropped as "default", read back as 0.0), and extra fields (kept, but as JSON values;
+    # SessionValues has none).
     if (math.copysign(1.0, shape.retry_rate) < 0.0 or math.copysign(1.0, shape.complexity) < 0.0
-            or shape.__pydantic_extra__):
+            or (shape.__class__ is not SessionValues and shape.__pydantic_extra__)):
         return _compact(shape)
     return _Held(shape)
 

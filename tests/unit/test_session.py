@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from app.core.session import (
     SessionState,
+    SessionValues,
     Tombstone,
     close,
     derive_complexity,
@@ -15,6 +16,7 @@ from app.core.session import (
     is_expired,
     is_idle,
     load,
+    shape_fields,
     tombstone,
     tree_depth,
 )
@@ -70,6 +72,18 @@ def test_reference_session_metrics():
     assert shape.cache_hits == 2 and shape.cache_age_s == 90.5
     assert shape.models == ["large", "small"] and shape.routes == ["r-large", "r-small"]
     assert not shape.complexity_declared and 0.0 < shape.complexity < 1.0
+
+
+def test_unvalidated_values_are_the_shape_attribute_for_attribute():
+    """Replay's stage 2 reads SessionValues' attributes instead of the validated shape's:
+    validation must have nothing to convert (same types, same values)."""
+    for spans in (reference_session(), [span("a", operation="chat", input_tokens=10)]):
+        state = fold_all(spans)
+        shape, values = close(state, "idle"), SessionValues(shape_fields(state, "idle"))
+        assert values.shape() == shape
+        assert vars(values) == {k: v for k, v in shape if k != "schema_version"}
+        for k, v in vars(values).items():
+            assert type(v) is type(getattr(shape, k)), k
 
 
 def test_empty_metrics_are_none_or_zero():
