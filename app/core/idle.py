@@ -1,14 +1,18 @@
 """Which open sessions have gone idle, in event time.
 
 A lazy min-heap: each session has at most one live heap entry, queued at a time no later
-than its last event. A touch that moves a session's last event later only records the new
-time (no heap push per span); when the entry comes up, a session that is not idle after
-all is queued again at its real last event. Sessions come out in (last event, id) order,
-whatever the history of touches. In-memory only: after a restart the shell rebuilds it from
-its session entries.
+than its last event. The index does not keep the last events: it asks its owner
+(``last_event(session id)``) when an entry comes up, and a session that is not idle after all
+is queued again at its real last event. So the owner touches a session only when it starts
+being tracked or its last event moves *earlier*; a later event (every span of an open
+session) needs no call at all. Sessions come out in (last event, id) order, whatever the
+history of touches. In-memory only: after a restart the shell rebuilds it from its session
+entries.
 
->>> idx = IdleIndex()
->>> idx.touch("a", 10); idx.touch("b", 20); idx.touch("a", 30)
+>>> last = {"a": 10, "b": 20}
+>>> idx = IdleIndex(last.__getitem__)
+>>> idx.touch("a", 10); idx.touch("b", 20)
+>>> last["a"] = 30  # later: no touch
 >>> idx.expired(45, 20)
 ['b']
 >>> idx.expired(100, 20)
@@ -20,30 +24,31 @@ its session entries.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 NEVER = 2**63  # later than any event time (unix nanoseconds fit in 63 bits)
 
 
 class IdleIndex:
-    __slots__ = ("_heap", "_last", "_queued", "earliest_ns")
+    __slots__ = ("_heap", "_last_event", "_queued", "earliest_ns")
 
-    def __init__(self) -> None:
+    def __init__(self, last_event: Callable[[str], int]) -> None:
         self._heap: list[tuple[int, str]] = []
         # no session's last event is earlier (the heap's top, or past any time when empty):
         # nothing is idle while ``earliest_ns >= watermark - timeout``
         self.earliest_ns = NEVER
-        self._last: dict[str, int] = {}  # session id -> last event time
-        self._queued: dict[str, int] = {}  # session id -> time of its live heap entry
+        self._last_event = last_event  # session id -> its last event time (the owner's)
+        self._queued: dict[str, int] = {}  # tracked session id -> time of its live heap entry
 
     def touch(self, session_id: str, last_event_ns: int) -> None:
-        self._last[session_id] = last_event_ns
+        """Track ``session_id``, whose last event is now ``last_event_ns`` (needed only when
+        it was not tracked, or its last event moved earlier; see the module doc)."""
         queued = self._queued.get(session_id)
         if queued is None or last_event_ns < queued:  # the live entry must not be later
             self._queue(session_id, last_event_ns)
 
     def forget(self, session_id: str) -> None:
-        if self._last.pop(session_id, None) is not None:
-            del self._queued[session_id]
+        self._queued.pop(session_id, None)
 
     def expired(self, watermark_ns: int, timeout_ns: int) -> list[str]:
         """Remove and return every session whose last event is older than
@@ -57,9 +62,9 @@ class IdleIndex:
             queued, sid = heapq.heappop(heap)
             if self._queued.get(sid) != queued:
                 continue  # a stale entry: forgotten, or queued again since
-            last = self._last[sid]
+            last = self._last_event(sid)
             if last < limit:
-                del self._last[sid], self._queued[sid]
+                del self._queued[sid]
                 due.append((last, sid))
             else:
                 self._queue(sid, last)
@@ -76,7 +81,7 @@ class IdleIndex:
         self.earliest_ns = self._heap[0][0]
 
     def __len__(self) -> int:
-        return len(self._last)
+        return len(self._queued)
 
     def __contains__(self, session_id: str) -> bool:
-        return session_id in self._last
+        return session_id in self._queued

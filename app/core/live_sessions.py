@@ -43,7 +43,7 @@ class LiveSessions:
                  watermark: int = 0) -> None:
         self.step = step
         self.entries: dict[str, Entry] = entries if entries is not None else {}
-        self.idle = IdleIndex()
+        self.idle = IdleIndex(self._last_event)
         for sid, entry in self.entries.items():
             self.idle.touch(sid, entry.last_event_ns)
         self.watermark = watermark
@@ -73,8 +73,7 @@ class LiveSessions:
             fold_span(entry, span)  # in place; it stays open (no session_end)
             if len(entry.parents) == before:
                 return StepResult(entry, None, "duplicate", entry.end_ns)
-            self.idle.touch(sid, entry.end_ns)
-            return None
+            return None  # its last event can only have moved later: no idle.touch needed
         result = self.step.apply(entry, span)
         outcome = result.outcome
         if outcome == "folded":
@@ -106,6 +105,9 @@ class LiveSessions:
             self.entries[sid] = result.entry
             self.idle.touch(sid, result.last_event_ns)
         return result
+
+    def _last_event(self, sid: str) -> int:
+        return self.entries[sid].last_event_ns
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -1,0 +1,41 @@
+"""LiveSessions closes exactly the sessions idle as of the watermark, oldest first, although
+its idle index is told only of new sessions (it reads later last events from the entries)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from app.core.live_sessions import LiveSessions
+from app.core.session import SessionState
+from app.core.stage1 import SessionStep
+from schemas.span import SpanEvent
+
+TIMEOUT = 100
+
+
+def _span(rng: random.Random, sid: str, i: int, t: int) -> SpanEvent:
+    return SpanEvent(trace_id="t", span_id=f"{sid}-{i}", session_id=sid, agent="a",
+                     operation="chat", start_time_unix_nano=t, end_time_unix_nano=t,
+                     session_end=rng.random() < 0.05)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_expire_closes_what_is_idle_in_last_event_order(seed):
+    rng = random.Random(seed)
+    live = LiveSessions(SessionStep(idle_timeout_ns=TIMEOUT))
+    t = 0
+    for i in range(3000):
+        t += rng.randint(0, 6)
+        sid = f"s{rng.randint(0, 40)}"  # long-lived sessions: many later events each
+        live.fold(_span(rng, sid, i, max(0, t - rng.randint(0, 20))))  # a little out of order
+        limit = live.watermark - TIMEOUT
+        due = sorted((e.last_event_ns, s) for s, e in live.entries.items() if e.last_event_ns < limit)
+        got = live.expire()
+        assert [s for s, _ in got] == [s for _, s in due]
+        for _, res in got:
+            assert res.outcome == ("idle_closed" if res.closed is not None else "expired")
+        assert len(live.idle) == len(live.entries)
+        assert all(e.last_event_ns >= limit for e in live.entries.values())
+    assert any(isinstance(e, SessionState) for e in live.entries.values())
