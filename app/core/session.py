@@ -38,28 +38,16 @@ from typing import Literal
 
 import orjson
 
+from app.core.complexity import derive_complexity
+from app.core.span_tree import tree_depth
 from schemas.common import Segment
 from schemas.session import SessionShape
 from schemas.span import LLM_OPERATIONS, TOOL_OPERATIONS, SpanEvent
 
 ClosedBy = Literal["session_end", "idle", "flush"]
 
-# Levels ``tree_depth`` peels before it walks instead (agent span trees are a few deep).
-PEEL_LEVELS = 8
-
 # Stands for "no parent" in the compact parent map; span ids are never empty (min_length=1).
 NO_PARENT = ""
-
-# Derived complexity: weight, metric, half-saturation point. Each term x / (x + k) rises
-# monotonically from 0 towards 1 and the weights sum to 1, so the score is in [0, 1).
-COMPLEXITY_TERMS: tuple[tuple[float, str, float], ...] = (
-    (0.30, "fanout", 8.0),
-    (0.20, "llm_calls", 6.0),
-    (0.15, "extra_depth", 2.0),
-    (0.15, "distinct_tools", 4.0),
-    (0.20, "context_tokens", 32_000.0),
-)
-
 
 @dataclass(slots=True)
 class SessionState:
@@ -210,92 +198,6 @@ def fold(state: SessionState | None, span: SpanEvent) -> SessionState:
     if limit is not None and (state.context_limit is None or limit > state.context_limit):
         state.context_limit = limit
     return state
-
-
-def tree_depth(parents: dict[str, str]) -> int:
-    """Levels in the span forest; a span whose parent was never seen counts as a root.
-
-    Linear in the spans. A parent cycle (only hostile input can make one) is cut where the
-    walk meets it; visiting ids in sorted order keeps even that independent of arrival order.
-
-    >>> tree_depth({"r": "", "a": "r", "b": "a", "c": "missing"})
-    3
-    >>> tree_depth({"x": "y", "y": "x"}), tree_depth({})
-    (2, 0)
-    """
-    # Peel the leaves (spans no remaining span points at) level by level: the rounds needed
-    # are the depth of the deepest leaf, and a round is a few set operations in C, where a
-    # walk per span costs a Python loop. Rounds cost depth x spans: deep forests are walked.
-    alive = set(parents)
-    pointed_at = set(parents.values())  # the first round's, alive being every span
-    levels = 0
-    while alive:
-        if levels:
-            if levels == PEEL_LEVELS:
-                return _tree_depth_walk(parents)
-            pointed_at = set(map(parents.__getitem__, alive))
-        if alive <= pointed_at:  # no leaf left: only a cycle does that
-            return _tree_depth_cut(parents)
-        alive &= pointed_at
-        levels += 1
-    return levels
-
-
-def _tree_depth_walk(parents: dict[str, str]) -> int:
-    """``tree_depth`` by memoised walks up from every span (linear at any depth)."""
-    # Without a cycle no walk can be longer than the forest, and then the walks need no
-    # on-path bookkeeping; a walk that gets longer proves a cycle: cut as below.
-    depth: dict[str, int] = {}
-    limit = len(parents)
-    for sid in parents:
-        if sid in depth:
-            continue
-        path = [sid]
-        cur = parents[sid]
-        while cur in parents and cur not in depth:
-            path.append(cur)
-            if len(path) > limit:
-                return _tree_depth_cut(parents)
-            cur = parents[cur]
-        base = depth.get(cur, 0)
-        for node in reversed(path):
-            base += 1
-            depth[node] = base
-    return max(depth.values(), default=0)
-
-
-def _tree_depth_cut(parents: dict[str, str]) -> int:
-    """``tree_depth`` when the parent map has a cycle: walks in sorted order, cut on a revisit."""
-    depth: dict[str, int] = {}
-    for sid in sorted(parents):
-        path: list[str] = []
-        on_path: set[str] = set()
-        cur = sid
-        while cur in parents and cur not in depth and cur not in on_path:
-            path.append(cur)
-            on_path.add(cur)
-            cur = parents[cur]
-        base = depth.get(cur, 0)  # 0 above a root, an unknown parent or a cycle
-        for i, node in enumerate(reversed(path), start=1):
-            depth[node] = base + i
-    return max(depth.values(), default=0)
-
-
-def derive_complexity(*, fanout: int, llm_calls: int, depth: int, distinct_tools: int,
-                      context_tokens: int) -> float:
-    """Complexity in [0, 1) from the other metrics, non-decreasing in each of them.
-
-    ``extra_depth`` is depth beyond 2 (a root and its direct children is the flat baseline).
-
-    >>> derive_complexity(fanout=0, llm_calls=0, depth=1, distinct_tools=0, context_tokens=0)
-    0.0
-    >>> derive_complexity(fanout=8, llm_calls=6, depth=4, distinct_tools=4, context_tokens=32000)
-    0.5
-    """
-    values = {"fanout": fanout, "llm_calls": llm_calls, "extra_depth": max(depth - 2, 0),
-              "distinct_tools": distinct_tools, "context_tokens": context_tokens}
-    score = sum(w * values[name] / (values[name] + k) for w, name, k in COMPLEXITY_TERMS)
-    return round(min(score, 1.0), 6)
 
 
 @lru_cache(maxsize=4096)  # bounded: segment names come from the spans

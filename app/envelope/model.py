@@ -43,7 +43,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from app.core.session import derive_complexity
+from app.core.complexity import derive_complexity
 from app.envelope.capability import Capability, with_capabilities
 from app.envelope.recording import RecordedSession, Recording
 from schemas.common import Segment

@@ -6,20 +6,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.core.complexity import derive_complexity
 from app.core.session import (
     SessionState,
     SessionValues,
     Tombstone,
     close,
-    derive_complexity,
     fold,
     is_expired,
     is_idle,
     load,
     shape_fields,
     tombstone,
-    tree_depth,
 )
+from app.core.span_tree import tree_depth
 from schemas.span import LLM_OPERATIONS, SpanEvent
 
 
