@@ -145,11 +145,18 @@ FINDINGS = """\
   rounds on a busy machine, 114-127k -> 129-136k): a new span of a live open session folded
   without the step layer (`LiveSessions.fold_open`), one replay call per decoded block, and
   the window and CUSUM skipping work that changes nothing (a value replacing an equal one,
-  a key inside the CUSUMs' quiet band). 150,000 spans/s needs ~6.7 us per span; this run
-  spent ~7.8, but its decode floors were ~8% below the 13:10 run's (the machine varies:
-  the replay row alone gave 118,626-138,650 spans/s in three runs within minutes). On a busy
-  machine: ~0.9 us reading and decoding, ~2.0 stage 1, ~3.1 stage 2 (~2.3 us per metric
-  value; memory, not code, is now the limit), the rest in the loop.
+  a key inside the CUSUMs' quiet band). Then ~+8% side by side (3 alternating rounds on a quiet
+  machine, 133-138k -> 146-148k spans/s, the same 25 alerts): replay's stage 2 reads stage 1's
+  closed-session values without validating them a second time (`SessionValues`; a session
+  is validated where it leaves the process: `--sessions-out`, a dumped segment entry, the
+  Kafka path), and the idle index asks the session entries for their last event instead of
+  being touched on every span. 150,000 spans/s needs ~6.7 us per span; the replay row alone
+  just before this run gave 145,529 spans/s (~6.9 us). A sampling profile (py-spy, 6 replays of the
+  file): ~32% of replay time is the per-metric fold (window, ADWIN, CUSUMs: ~2 us per
+  metric value), ~10% decoding, ~10% the span fold, ~7% the assumption checks. Each idea
+  left was measured at about 1% or less: an exact skip of assumption reads whose result
+  cannot change (~1%), a faster tree depth (~0.7%), decoding a block as one JSON array
+  (slower), no garbage collection (no change).
 * **Latency** is dominated by the event-time reorder (`reorder_lateness_s`, default 30 s, set to
   0.25 s here) and the heartbeat cadence (every 128 spans per span partition): a session is
   released only when every partition's watermark passed it. With the default lateness the
@@ -176,11 +183,17 @@ FINDINGS = """\
   (12 nats instead of a searched-for 18): retry-storm's counts are then on par with ADWIN.
   A gradual context ramp (context-creep) stays later than ADWIN: ADWIN fires on context
   tokens while the post-change median has moved less than the 25% practical-significance
-  gate asks, and the quantile-share evidence (18 nats) arrives later than ADWIN's mean test. In the simulated
+  gate asks, and the quantile-share evidence (18 nats) arrives later than ADWIN's mean test
+  (counted from the change itself, as if its start were known, G reaches 18 nats after
+  397-424 sessions on the context metrics, seeds 7-9; ADWIN's median is ~305). In the simulated
   tail-only change (3% of search sessions need 4-6x the context) the monitor finds 5 of 6
   changed metrics after a few hundred sessions; ADWIN finds 3, two of them after a single
   post-change value beyond the pre-change max (the head-to-head row counts them) - the
-  same reaction to one outlier that gives it its false alarms on steady traffic. A tail
+  same reaction to one outlier that gives it its false alarms on steady traffic. The monitor
+  is at the limit of what counting exceedances can tell here: counted from the change
+  itself, the share above the baseline max reaches 18 nats after 470, 163 and 1,090
+  sessions (seeds 7-9), where its alerts come; earlier would take a model of how far
+  beyond the max a value is (an extreme-value tail fit), not attempted. A tail
   that widens for the whole population (P99 x3, same median; `tests/unit/test_drift.py`
   golden) is alerted 19 sessions after the change by the tail test; ADWIN is 100+
   sessions later or never (same test).
