@@ -114,6 +114,17 @@ FINDINGS = """\
   next step is the same batch treatment for stage 2 (its state is already checkpointed, not
   written per record). Earlier on the same path: stage-2 checkpoints every 200 sessions / 1 s
   instead of a ~150 KB table write per session (2,290 -> 3,220 spans/s, broker 20.7 -> 6.4 CPU-s).
+  Where stage 2's time goes on a pre-loaded 20,000-session topic (the worker's metrics every
+  0.2 s, and py-spy on it): it releases nothing until stage 1 is nearly done (the span
+  partitions are read unevenly, and a session waits until every partition's watermark passed
+  it), then ~240 us of worker CPU per session against ~45 in replay (the Faust per-record
+  path, decoding and validating each session, heartbeats, checkpoints). It also sat idle for
+  ~1.3 s of those ~6.5 s: Faust's consumer long-polls for 1.5 s (fixed in Faust), and a
+  drained partition waits behind such a fetch. A 100 ms wait set on the running fetcher took
+  "until stage 2 done" from 22-24k to 26.5-26.9k spans/s, but with it the kill -9 group test
+  (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs (the
+  surviving worker read nothing more of one sessions partition for 30 s after the rebalance)
+  against 10 of 10 passes without: reverted until that stall is understood.
 * **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
   released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
   yielding, so a starved stage 2 could look done early (an earlier run's pre-loaded row,
