@@ -117,8 +117,8 @@ FINDINGS = """\
   Where stage 2's time goes on a pre-loaded 20,000-session topic (the worker's metrics every
   0.2 s, and py-spy on it): it releases nothing until stage 1 is nearly done (the span
   partitions are read unevenly, and a session waits until every partition's watermark passed
-  it), then ~240 us of worker CPU per session against ~45 in replay (the Faust per-record
-  path, decoding and validating each session, heartbeats, checkpoints). It also sat idle for
+  it), then ~240 us of worker CPU per session against ~36 in replay's stage 2 (the Faust
+  per-record path, decoding and validating each session, heartbeats, checkpoints). It also sat idle for
   ~1.3 s of those ~6.5 s: Faust's consumer long-polls for 1.5 s (fixed in Faust), and a
   drained partition waits behind such a fetch. A 100 ms wait set on the running fetcher took
   "until stage 2 done" from 22-24k to 26.5-26.9k spans/s, but with it the kill -9 group test
