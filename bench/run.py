@@ -122,9 +122,12 @@ FINDINGS = """\
   ~1.3 s of those ~6.5 s: Faust's consumer long-polls for 1.5 s (fixed in Faust), and a
   drained partition waits behind such a fetch. A 100 ms wait set on the running fetcher took
   "until stage 2 done" from 22-24k to 26.5-26.9k spans/s, but with it the kill -9 group test
-  (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs (the
-  surviving worker read nothing more of one sessions partition for 30 s after the rebalance)
-  against 10 of 10 passes without: reverted until that stall is understood.
+  (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs against 10
+  of 10 passes without: reverted. The survivor had read its partitions to the end but never
+  released some sessions; likely cause (not proven): stage 2's per-partition source
+  watermarks are not checkpointed, so after a hand-over a source whose last heartbeat lies
+  before the committed offset stays unknown until record time moves on, which at the end of
+  a finite input it does not.
 * **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
   released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
   yielding, so a starved stage 2 could look done early (an earlier run's pre-loaded row,
