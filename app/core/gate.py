@@ -45,7 +45,7 @@ False
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -151,13 +151,10 @@ def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(
     return Verdict(False, wait=min(waits, default=0))
 
 
-def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(),
-                hits: list[int] | None = None) -> Verdict:
+def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
     """Judge ``values`` as one window: the sessions since a change that another metric of
     the segment confirmed began. The start is given, not searched for over every window at
     every look, so ``corroborate_nats`` (12) of G suffice; the practical test is the same.
-    ``hits``: ``aspect_hits(values, ref)``, when the caller keeps them up to date (a window
-    judged at every value then costs O(1) a value, not a pass over it).
 
     >>> from app.core.sketch import Sketch
     >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
@@ -165,15 +162,21 @@ def corroborate(values: Sequence[float], ref: Reference, cfg: GateConfig = GateC
     >>> judge(higher, ref).passed, corroborate(higher, ref).aspect
     (False, 'median_up')
     """
-    if len(values) < cfg.min_post_n:
+    return corroborate_counts(len(values), aspect_hits(values, ref), ref, cfg, lambda: values)
+
+
+def corroborate_counts(n: int, hits: list[int], ref: Reference, cfg: GateConfig,
+                       values: Callable[[], Sequence[float]]) -> Verdict:
+    """``corroborate`` of a window of ``n`` values whose ``aspect_hits`` the caller keeps up
+    to date: a look costs O(1) a value; ``values()`` gives the window only for the practical
+    test of an aspect whose G passed."""
+    if n < cfg.min_post_n:
         return Verdict(False)
-    n = len(values)
-    hits = aspect_hits(values, ref) if hits is None else hits
     gs = {aspect: (g, n) for aspect, k in zip(ASPECTS, hits, strict=True)
           if (g := _g(aspect, k, n, ref)) > 0.0}
     for aspect, (nats, length) in _strongest(gs):
         if nats >= cfg.corroborate_nats and (
-                v := _practical(values, aspect, length, nats, ref, cfg)) is not None:
+                v := _practical(values(), aspect, length, nats, ref, cfg)) is not None:
             return v
     return Verdict(False)
 

@@ -12,7 +12,7 @@ new baseline with the confirmed post-change sample. Returns ``Outcome``s, which
 
 A drift confirmed on one metric dates a change of the whole segment: ``hint`` tells the
 segment's other metrics (in ``watch``) where it began, and for ``patience`` values they are
-also judged on the window since then, at every value, by ``gate.corroborate`` (a given
+also judged on the window since then, at every value, by ``gate.corroborate_counts`` (a given
 start needs less evidence than a searched one; the per-aspect counts are kept up to date, so
 a look costs O(1)). A workload change rarely moves one metric alone: retries raise fan-out
 and LLM calls too.
@@ -43,7 +43,7 @@ from app.core import episodes
 from app.core.alerts import alert_id, move_factor, severity
 from app.core.drift import AdwinDetector, Detector, QuantileCusum, Signal, detector_from_state
 from app.core.episodes import EpisodeState
-from app.core.gate import Verdict, add_hit, aspect_hits, corroborate, judge
+from app.core.gate import Verdict, add_hit, aspect_hits, corroborate_counts, judge
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference
 from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
@@ -196,9 +196,7 @@ def _corroborate(st: MetricState, x: float, metric: str, origin: Origin,
     else:  # the first look, or after a restore (not stored): count the window
         hits = aspect_hits(st.window.last(since), st.ref)
     st.hint_hits = (st.n, hits)
-    if since < cfg.gate.min_post_n:
-        return None
-    verdict = corroborate(st.window.last(since), st.ref, cfg.gate, hits)
+    verdict = corroborate_counts(since, hits, st.ref, cfg.gate, lambda: st.window.last(since))
     if not verdict.passed:
         return None
     if st.candidate is None:  # the alert names the detector that led to it
