@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from river import drift
 
 from app.core.reference import LEVEL_NAMES, Reference, conservative_rate
-from app.core.sketch import MIN_VALUE, ZERO_KEY, inverse_log_gamma
+from app.core.sketch import ZERO_KEY, bucket_key, inverse_log_gamma
 
 # (detector name, baseline level, direction, odds ratio of the alternative): location both
 # ways, upper tail; beyond the baseline max only a large odds ratio is worth a signal
@@ -148,7 +148,7 @@ class QuantileCusum:
         return cls(levels, h, inverse_log_gamma(ref.rel_acc))
 
     def update(self, x: float) -> Signal | None:
-        return self.update_key(math.ceil(math.log(x) * self._inv_ln) if x >= MIN_VALUE else ZERO_KEY)
+        return self.update_key(bucket_key(x, self._inv_ln))
 
     def update_key(self, k: int) -> Signal | None:
         """``update(x)`` given ``x``'s bucket key under this detector's mapping (``_inv_ln``)."""

@@ -71,10 +71,8 @@ class RollingWindow:
         """Add ``x`` (``key``: its sketch bucket, when the caller has it already)."""
         if not 0.0 <= x < math.inf:
             raise ValueError(f"window values must be finite and >= 0, got {x!r}")
-        if x < MIN_VALUE:
-            key = ZERO_KEY
-        elif key is None:
-            key = math.ceil(math.log(x) * self.sketch._inv_ln)
+        if key is None or x < MIN_VALUE:  # a zero's key is ZERO_KEY whatever was passed
+            key = self.sketch.key(x)
         self.add_keyed(x, key)
 
     def add_keyed(self, x: float, k: int) -> None:
