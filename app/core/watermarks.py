@@ -77,5 +77,27 @@ class SourceWatermarks:
         live = [w for s, w in self._wm.items() if not self._idle(top - w, self._beat[s])]
         return min(live) - lateness_ns
 
+    def to_dict(self) -> dict:
+        """What the heartbeats said so far, as plain data (the settings are not in it).
+
+        >>> wm = SourceWatermarks(expected=2, idle_ns=100, quiet_ns=40)
+        >>> wm.tick(5); wm.update(1, 70)
+        >>> again = SourceWatermarks.from_dict(wm.to_dict(), expected=2, idle_ns=100, quiet_ns=40)
+        >>> again.to_dict() == wm.to_dict()
+        True
+        """
+        return {"wm": [[s, w] for s, w in self._wm.items()],
+                "beat": [[s, c] for s, c in self._beat.items()],
+                "first": self._first, "since": self._since, "now": self._now, "clock": self._clock}
+
+    @classmethod
+    def from_dict(cls, d: dict, *, expected: int, idle_ns: int, quiet_ns: int) -> SourceWatermarks:
+        wm = cls(expected=expected, idle_ns=idle_ns, quiet_ns=quiet_ns)
+        wm._wm = {int(s): int(w) for s, w in d["wm"]}
+        wm._beat = {int(s): int(c) for s, c in d["beat"]}
+        wm._first, wm._since, wm._now = d["first"], d["since"], d["now"]
+        wm._clock = int(d["clock"])
+        return wm
+
     def _idle(self, behind_ns: int, heard_at: int) -> bool:
         return behind_ns > self.idle_ns and self._clock - heard_at >= self.quiet_ns

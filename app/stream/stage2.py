@@ -16,6 +16,12 @@ offsets, but it does not see a hole of one record right after the committed offs
 hole before the first commit (``Consumer._new_offset``): acked out of order, a session that no
 checkpoint held yet could be committed over, and a kill -9 then lost it.
 
+What the heartbeats said (each span partition's watermark) is state as well: it is checkpointed
+to the same table under ``SOURCES_PREFIX`` + the partition, and a heartbeat is acked only once a
+checkpoint holds it. Otherwise the committed offset could pass the last heartbeat of a span
+partition that has finished, and the next owner, reading from that offset, would never learn
+that partition's watermark and would hold back sessions the first owner released.
+
 A span partition counts as idle (see ``app.core.watermarks``) only if it is also quiet in
 processing time: no heartbeat of it for ``source_quiet_s`` of *record* time, the Kafka
 timestamps of the records this partition reads. Record time, not this worker's clock: a
@@ -57,9 +63,15 @@ from schemas.validation import decode
 log = logging.getLogger(__name__)
 
 WATERMARK_KEY = b"__watermark__"
+# Table keys of the partitions' source watermarks: never a segment's (UTF-8; 0xff is not)
+SOURCES_PREFIX = b"\xffsources/"
 UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
 CHECKPOINT_EVERY = 200  # sessions of a segment between state checkpoints
 CHECKPOINT_AFTER_S = 1.0  # a dirty segment is checkpointed on the next heartbeat after this
+
+
+def _sources_key(partition: int) -> bytes:
+    return SOURCES_PREFIX + str(partition).encode()
 
 
 class _Record:
@@ -110,6 +122,9 @@ class Stage2:
                 self.dirty_since.pop(seg, None)
                 self.sending.pop(seg, None)
             self.sources.pop(tp.partition, None)
+            sources_key = _sources_key(tp.partition)
+            self.unacked.pop(sources_key, None)
+            self.dirty_since.pop(sources_key, None)
             self.reading.pop(tp.partition, None)
             self.expected.pop(tp.partition, None)
             self.acked_upto.pop(tp.partition, None)
@@ -223,27 +238,38 @@ class Stage2:
         self._sources(partition).update(int(beat["src"]), int(beat["wm"]))
         upto = self._watermark(partition)
         now = self.clock()
+        sources_key = _sources_key(partition)
+        self.dirty_since.setdefault(sources_key, now)
         for seg in sorted(self._segments(partition)):
             entry = self._entry(seg)
             if entry is not None and self.step.pending(entry):
                 await self._emit(seg, self.step.advance(entry, upto))
             if seg in self.dirty_since and now - self.dirty_since[seg] >= CHECKPOINT_AFTER_S:
                 await self._checkpoint(seg)
+        if now - self.dirty_since[sources_key] >= CHECKPOINT_AFTER_S:
+            await self._checkpoint(sources_key)  # holds this heartbeat too: acked at once
+        else:
+            self._held = sources_key
 
-    async def _checkpoint(self, seg: bytes) -> None:
-        """Write the segment's state to the table, then ack the records it now holds."""
-        entry = self.entries.get(seg)
-        if entry is None:
-            return
-        sends = self.sending.pop(seg, None)
-        if sends:
-            # The state says these alerts were sent: they must be in Kafka before it is, or a
-            # kill -9 in between loses them (the restored state would not raise them again).
-            await asyncio.gather(*sends)
-        self.table[seg] = self.step.dump(entry)
-        self.dirty_since.pop(seg, None)
+    async def _checkpoint(self, key: bytes) -> None:
+        """Write a segment's state (or a partition's source watermarks) to the table, then ack
+        the records it now holds."""
+        if key.startswith(SOURCES_PREFIX):
+            stored = orjson.dumps(self.sources[int(key[len(SOURCES_PREFIX):])].to_dict())
+        else:
+            entry = self.entries.get(key)
+            if entry is None:
+                return
+            sends = self.sending.pop(key, None)
+            if sends:
+                # The state says these alerts were sent: they must be in Kafka before it is, or
+                # a kill -9 in between loses them (the restored state would not raise them again).
+                await asyncio.gather(*sends)
+            stored = self.step.dump(entry)
+        self.table[key] = stored
+        self.dirty_since.pop(key, None)
         partitions = set()
-        for record in self.unacked.pop(seg, []):
+        for record in self.unacked.pop(key, []):
             record.safe = True
             partitions.add(record.event.message.partition)
         for partition in sorted(partitions):
@@ -253,12 +279,16 @@ class Stage2:
         return self._sources(partition).release_upto(lateness_ns=0)
 
     def _sources(self, partition: int) -> SourceWatermarks:
+        """The partition's source watermarks: live, or as last checkpointed, or new."""
         found = self.sources.get(partition)
         if found is None:
-            found = self.sources[partition] = SourceWatermarks(
-                expected=self.settings.spans_partitions,
-                idle_ns=int(self.settings.source_idle_s * 1e9),
-                quiet_ns=int(self.settings.source_quiet_s * 1e9))
+            rule = {"expected": self.settings.spans_partitions,
+                    "idle_ns": int(self.settings.source_idle_s * 1e9),
+                    "quiet_ns": int(self.settings.source_quiet_s * 1e9)}
+            stored = self.table.get(_sources_key(partition))
+            found = self.sources[partition] = (
+                SourceWatermarks(**rule) if stored is None
+                else SourceWatermarks.from_dict(orjson.loads(stored), **rule))
         return found
 
     def _segments(self, partition: int) -> set[bytes]:
@@ -267,7 +297,7 @@ class Stage2:
             n = self.settings.sessions_partitions
             found = self.segments[partition] = {
                 k for k in list(self.table.data.keys())
-                if partition_of(k, n) == partition}
+                if not k.startswith(SOURCES_PREFIX) and partition_of(k, n) == partition}
         return found
 
     def _entry(self, seg: bytes):

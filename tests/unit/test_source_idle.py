@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from stage2_harness import END_NS, SEC, Log, Worker, shape, step
 
 from app.core.watermarks import SourceWatermarks
@@ -187,3 +190,21 @@ def test_a_truly_idle_partition_is_skipped_and_alerts_flow(reports_once):
     stalled = Worker(source_idle_s=IDLE / SEC, source_quiet_s=1000.0)
     stalled.run(log.records)
     assert stalled.stage2.entries[b"a"].monitor.sessions <= 1 and not stalled.alerts()
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2000), st.integers(0, 60)),
+                min_size=1, max_size=60), st.integers(0, 60))
+def test_checkpointed_watermarks_go_on_as_the_live_ones(beats, cut):
+    """Stage 2 checkpoints what the heartbeats said; restored at any point, the copy decides
+    every later release exactly as the live object does."""
+    live, restored, record_s = sources(expected=3), None, 0
+    for i, (src, event_s, pause_s) in enumerate(beats):
+        if i == cut:
+            restored = SourceWatermarks.from_dict(orjson.loads(orjson.dumps(live.to_dict())),
+                                                  expected=3, idle_ns=IDLE, quiet_ns=QUIET)
+        record_s += pause_s
+        for wm in (live, restored) if restored is not None else (live,):
+            beat(wm, src, event_s, record_s)
+        if restored is not None:
+            assert upto(restored) == upto(live)
+            assert restored.to_dict() == live.to_dict()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import orjson
 import pytest
 from faust.types import TP
-from stage2_harness import TOPIC, WATERMARK_KEY, Table, Worker, records
+from stage2_harness import SEC, TOPIC, WATERMARK_KEY, Log, Table, Worker, records, shape
 
-from app.stream.stage2 import CHECKPOINT_EVERY
+from app.core.stage2 import SegmentStep
+from app.stream.stage2 import CHECKPOINT_EVERY, SOURCES_PREFIX
 
 
 def frozen_clock():
@@ -58,17 +59,24 @@ def test_kill9_then_restart_folds_every_session_once(clock, crash_at):
 
 
 def test_committed_offset_never_passes_a_record_no_checkpoint_holds():
-    """Kafka may resume a partition only after records that are in the table already (or are
-    heartbeats): a record between a segment's checkpoint and the crash must be read again."""
+    """Kafka may resume a partition only after records that are in the table already: a record
+    between a segment's checkpoint and the crash must be read again, and so must a heartbeat
+    the partition's checkpointed source watermarks do not hold yet."""
     recs = records()
     w = Worker(Table(), {}, frozen_clock())
     tp = TP(TOPIC, 0)
 
     def check():
         committed = w.committer.committed(tp)
-        stored = {seg: orjson.loads(b)["applied"].get("0", -1) for seg, b in w.app.table.items()}
+        stored = {seg: orjson.loads(b)["applied"].get("0", -1) for seg, b in w.app.table.items()
+                  if not seg.startswith(SOURCES_PREFIX)}
+        sources = orjson.loads(w.app.table.get(SOURCES_PREFIX + b"0", b'{"wm": []}'))["wm"]
         for ev in recs[:committed]:
-            if ev.key != WATERMARK_KEY:
+            if ev.key == WATERMARK_KEY:
+                beat = orjson.loads(ev.value)
+                assert any(s == beat["src"] and wm >= beat["wm"] for s, wm in sources), (
+                    f"offset {committed} committed over a heartbeat no checkpoint holds")
+            else:
                 assert ev.message.offset <= stored.get(ev.key, -1), (
                     f"offset {committed} committed, but the record at {ev.message.offset} "
                     f"(segment {ev.key!r}) is in no checkpoint")
@@ -89,4 +97,43 @@ def test_an_alert_reaches_kafka_before_the_checkpoint_that_holds_it(crash_at):
     tp = TP(TOPIC, 0)
     second = Worker(Table(first.app.table), {tp: first.committer.committed(tp)}, ticking_clock())
     second.run(recs)
+    assert first.alerts() | second.alerts() == ref.alerts()
+
+
+def records_with_a_finished_source(n_sessions: int = 903, last_beat_of_1: int = 500) -> list:
+    """Like ``records``, but span partition 1 was read ahead (its heartbeats say 1,000 s
+    further) and finished: its last heartbeat comes at session ``last_beat_of_1``. Partition 0
+    goes on, so its heartbeats alone release what follows; nothing passes partition 0's end
+    (a finite input: stage 1 sends no final heartbeat), so the last sessions stay held."""
+    log = Log()
+    for i in range(n_sessions):
+        ts = 1000.0 + i * 0.01
+        log.session(shape(i), ts)
+        if i % 5 == 4:
+            log.beat(0, i * SEC + 1, ts)
+            if i <= last_beat_of_1:
+                log.beat(1, (i + 1000) * SEC, ts)
+    return log.records
+
+
+@pytest.mark.parametrize("crash_at", [900, 1011, 1100, 1200])
+def test_a_restart_keeps_what_the_heartbeats_before_the_committed_offset_said(crash_at):
+    """The sources' watermarks are state too: a heartbeat is acked only once a checkpoint holds
+    what it said, so a new owner reading from the committed offset still knows a source whose
+    last heartbeat lies before it, and holds back and releases exactly the same sessions."""
+    clock = ticking_clock  # checkpoints on heartbeats: the committed offset passes them
+    recs = records_with_a_finished_source()
+    ref = uninterrupted(recs, clock())
+    held = sum(SegmentStep.pending(e) for e in ref.stage2.entries.values())
+    assert held > 0  # after partition 0's last heartbeat
+    first = Worker(Table(), {}, clock())
+    first.run(recs, stop_after=crash_at)
+    tp = TP(TOPIC, 0)
+    committed = first.committer.committed(tp)
+    last_beat_of_1 = max(i for i, ev in enumerate(recs)
+                         if ev.key == WATERMARK_KEY and orjson.loads(ev.value)["src"] == 1)
+    assert committed > last_beat_of_1, "the crash must come after source 1's last heartbeat is committed"
+    second = Worker(Table(first.app.table), {tp: committed}, clock())
+    second.run(recs)
+    assert second.state() == ref.state()
     assert first.alerts() | second.alerts() == ref.alerts()
