@@ -50,13 +50,20 @@ from collections import deque
 
 import orjson
 
+from app.broker.client_config import FETCH_MAX_WAIT_MS
 from app.core.stage2 import SegmentStep
 from app.core.watermarks import SourceWatermarks
 from app.loop.misroute import misrouted
 from app.loop.recalibration_step import SegmentUpdate
 from app.stream.app import partition_of
 from app.stream.deadletter import dead_letter, guarded
-from app.stream.faust_offsets import committed_offset, guard_commits, seek_if_assigned, skip_empty_commits
+from app.stream.faust_offsets import (
+    committed_offset,
+    guard_commits,
+    seek_if_assigned,
+    shorten_fetch_wait,
+    skip_empty_commits,
+)
 from schemas.session import SessionShape
 from schemas.validation import decode
 
@@ -135,6 +142,8 @@ class Stage2:
         consumer = getattr(self.app, "consumer", None)
         guard_commits(consumer, self.settings.topic_sessions, self.acked_upto)
         skip_empty_commits(consumer)
+        if not shorten_fetch_wait(consumer, FETCH_MAX_WAIT_MS):
+            log.warning("stage 2: could not shorten the fetch wait of Faust's consumer")
         async for event in stream.events():
             if not await self._in_order(event):
                 continue

@@ -1,13 +1,17 @@
-"""Stage 2's seek-back runs on Faust's consumer thread, and only for a partition still assigned."""
+"""Stage 2's seek-back runs on Faust's consumer thread, and only for a partition still assigned;
+its commits skip partitions no longer assigned; its fetches wait less than Faust's 1.5 s."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+from types import SimpleNamespace
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import Fetcher
 from faust.types import TP
 
-from app.stream.faust_offsets import seek_if_assigned, skip_empty_commits
+from app.stream.faust_offsets import seek_if_assigned, shorten_fetch_wait, skip_empty_commits
 
 
 class Client:
@@ -100,3 +104,29 @@ def test_a_commit_of_partitions_no_longer_assigned_is_skipped_not_crashed():
     assert asyncio.run(thread._commit({gone: 10})) is False  # Faust would hand aiokafka {}
     assert asyncio.run(thread._commit({gone: 10, kept: 7})) is True
     assert thread.committed == [{gone: 10, kept: 7}]  # Faust's own commit filters the rest
+
+
+def test_the_fetch_wait_goes_to_the_running_fetcher_and_its_consumer():
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=1500)
+    client = Client([])
+    client._fetcher, client._fetch_max_wait_ms = fetcher, 1500
+    thread = ConsumerThread(client)
+    thread._consumer = client
+    assert shorten_fetch_wait(ThreadedConsumer(thread), 100)
+    assert (fetcher._fetch_max_wait_ms, client._fetch_max_wait_ms) == (100, 100)
+
+
+def test_no_fetch_wait_is_set_before_faust_created_its_consumer():
+    thread = ConsumerThread(Client([]))
+    thread._consumer = None
+    assert not shorten_fetch_wait(ThreadedConsumer(thread), 100)
+    assert not shorten_fetch_wait(None, 100)
+
+
+def test_aiokafka_reads_the_fetch_wait_where_it_is_set():
+    """The private attributes ``shorten_fetch_wait`` sets are the ones aiokafka reads: the
+    fetcher for every fetch request, the consumer when it creates a fetcher."""
+    fetcher = inspect.getsource(Fetcher)
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in fetcher
+    assert fetcher.count("self._fetch_max_wait_ms") >= 2
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer)
