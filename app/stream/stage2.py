@@ -17,7 +17,7 @@ hole before the first commit (``Consumer._new_offset``): acked out of order, a s
 checkpoint held yet could be committed over, and a kill -9 then lost it.
 
 What the heartbeats said (each span partition's watermark) is state as well: it is checkpointed
-to the same table under ``SOURCES_PREFIX`` + the partition, and a heartbeat is acked only once a
+to the same table (``app.stream.source_state``), and a heartbeat is acked only once a
 checkpoint holds it. Otherwise the committed offset could pass the last heartbeat of a span
 partition that has finished, and the next owner, reading from that offset, would never learn
 that partition's watermark and would hold back sessions the first owner released.
@@ -52,7 +52,6 @@ import orjson
 
 from app.broker.client_config import FETCH_MAX_WAIT_MS
 from app.core.stage2 import SegmentStep
-from app.core.watermarks import SourceWatermarks
 from app.loop.misroute import misrouted
 from app.loop.recalibration_step import SegmentUpdate
 from app.stream.app import partition_of
@@ -64,21 +63,16 @@ from app.stream.faust_offsets import (
     shorten_fetch_wait,
     skip_empty_commits,
 )
+from app.stream.source_state import PartitionSources, is_sources_key, sources_key
 from schemas.session import SessionShape
 from schemas.validation import decode
 
 log = logging.getLogger(__name__)
 
 WATERMARK_KEY = b"__watermark__"
-# Table keys of the partitions' source watermarks: never a segment's (UTF-8; 0xff is not)
-SOURCES_PREFIX = b"\xffsources/"
 UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
 CHECKPOINT_EVERY = 200  # sessions of a segment between state checkpoints
 CHECKPOINT_AFTER_S = 1.0  # a dirty segment is checkpointed on the next heartbeat after this
-
-
-def _sources_key(partition: int) -> bytes:
-    return SOURCES_PREFIX + str(partition).encode()
 
 
 class _Record:
@@ -102,7 +96,7 @@ class Stage2:
         self.wall = wall  # record time of a record without a Kafka timestamp
         self.table = app.Table("segments", partitions=settings.sessions_partitions, key_type=bytes,
                                value_type=bytes)
-        self.sources: dict[int, SourceWatermarks] = {}
+        self.sources = PartitionSources(self.table, settings)
         self.segments: dict[int, set[bytes]] = {}
         self.entries: dict[bytes, object] = {}  # live segment entries
         self.unacked: dict[bytes, list[_Record]] = {}  # segment -> folded since its checkpoint
@@ -128,10 +122,9 @@ class Stage2:
                 self.unacked.pop(seg, None)
                 self.dirty_since.pop(seg, None)
                 self.sending.pop(seg, None)
-            self.sources.pop(tp.partition, None)
-            sources_key = _sources_key(tp.partition)
-            self.unacked.pop(sources_key, None)
-            self.dirty_since.pop(sources_key, None)
+            self.sources.drop(tp.partition)
+            self.unacked.pop(sources_key(tp.partition), None)
+            self.dirty_since.pop(sources_key(tp.partition), None)
             self.reading.pop(tp.partition, None)
             self.expected.pop(tp.partition, None)
             self.acked_upto.pop(tp.partition, None)
@@ -209,7 +202,7 @@ class Stage2:
     def _record_time(self, partition: int, timestamp_s: float | None) -> None:
         if timestamp_s is None or timestamp_s <= 0:
             timestamp_s = self.wall()
-        self._sources(partition).tick(int(timestamp_s * 1e9))
+        self.sources.of(partition).tick(int(timestamp_s * 1e9))
 
     async def _ack_safe(self, partition: int) -> None:
         """Ack the partition's records up to the first one no checkpoint holds yet."""
@@ -244,27 +237,27 @@ class Stage2:
 
     async def _heartbeat(self, raw: bytes, partition: int) -> None:
         beat = orjson.loads(raw)
-        self._sources(partition).update(int(beat["src"]), int(beat["wm"]))
+        self.sources.of(partition).update(int(beat["src"]), int(beat["wm"]))
         upto = self._watermark(partition)
         now = self.clock()
-        sources_key = _sources_key(partition)
-        self.dirty_since.setdefault(sources_key, now)
+        sources = sources_key(partition)
+        self.dirty_since.setdefault(sources, now)
         for seg in sorted(self._segments(partition)):
             entry = self._entry(seg)
             if entry is not None and self.step.pending(entry):
                 await self._emit(seg, self.step.advance(entry, upto))
             if seg in self.dirty_since and now - self.dirty_since[seg] >= CHECKPOINT_AFTER_S:
                 await self._checkpoint(seg)
-        if now - self.dirty_since[sources_key] >= CHECKPOINT_AFTER_S:
-            await self._checkpoint(sources_key)  # holds this heartbeat too: acked at once
+        if now - self.dirty_since[sources] >= CHECKPOINT_AFTER_S:
+            await self._checkpoint(sources)  # holds this heartbeat too: acked at once
         else:
-            self._held = sources_key
+            self._held = sources
 
     async def _checkpoint(self, key: bytes) -> None:
         """Write a segment's state (or a partition's source watermarks) to the table, then ack
         the records it now holds."""
-        if key.startswith(SOURCES_PREFIX):
-            stored = orjson.dumps(self.sources[int(key[len(SOURCES_PREFIX):])].to_dict())
+        if is_sources_key(key):
+            stored = self.sources.dump(self.sources.partition_of(key))
         else:
             entry = self.entries.get(key)
             if entry is None:
@@ -285,20 +278,7 @@ class Stage2:
             await self._ack_safe(partition)
 
     def _watermark(self, partition: int) -> int | None:
-        return self._sources(partition).release_upto(lateness_ns=0)
-
-    def _sources(self, partition: int) -> SourceWatermarks:
-        """The partition's source watermarks: live, or as last checkpointed, or new."""
-        found = self.sources.get(partition)
-        if found is None:
-            rule = {"expected": self.settings.spans_partitions,
-                    "idle_ns": int(self.settings.source_idle_s * 1e9),
-                    "quiet_ns": int(self.settings.source_quiet_s * 1e9)}
-            stored = self.table.get(_sources_key(partition))
-            found = self.sources[partition] = (
-                SourceWatermarks(**rule) if stored is None
-                else SourceWatermarks.from_dict(orjson.loads(stored), **rule))
-        return found
+        return self.sources.of(partition).release_upto(lateness_ns=0)
 
     def _segments(self, partition: int) -> set[bytes]:
         found = self.segments.get(partition)
@@ -306,7 +286,7 @@ class Stage2:
             n = self.settings.sessions_partitions
             found = self.segments[partition] = {
                 k for k in list(self.table.data.keys())
-                if not k.startswith(SOURCES_PREFIX) and partition_of(k, n) == partition}
+                if not is_sources_key(k) and partition_of(k, n) == partition}
         return found
 
     def _entry(self, seg: bytes):

@@ -14,7 +14,8 @@ from faust.types import TP
 from stage2_harness import SEC, TOPIC, WATERMARK_KEY, Log, Table, Worker, records, shape
 
 from app.core.stage2 import SegmentStep
-from app.stream.stage2 import CHECKPOINT_EVERY, SOURCES_PREFIX
+from app.stream.source_state import SOURCES_PREFIX
+from app.stream.stage2 import CHECKPOINT_EVERY
 
 
 def frozen_clock():
