@@ -21,6 +21,7 @@ from __future__ import annotations
 import orjson
 
 from app.core.watermarks import SourceWatermarks
+from schemas.validation import Decoded
 
 SOURCES_PREFIX = b"\xffsources/"
 
@@ -31,6 +32,32 @@ def sources_key(partition: int) -> bytes:
 
 def is_sources_key(key: bytes) -> bool:
     return key.startswith(SOURCES_PREFIX)
+
+
+def decode_heartbeat(raw: bytes, spans_partitions: int) -> Decoded:
+    """A heartbeat's ``(source, watermark_ns)``, or why it is not one. A record that only looks
+    like one (``loadshape.sessions`` is open to any producer) must not become a source.
+
+    >>> decode_heartbeat(b'{"src": 1, "wm": 5}', 2).value
+    (1, 5)
+    >>> bad = decode_heartbeat(b'{"src": 7, "wm": 5}', 2)
+    >>> bad.field, bad.code, bad.reason
+    ('src', 'invalid_heartbeat', 'src: not a span partition of 0..1 (got 7)')
+    """
+    try:
+        beat = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Decoded(reason=f"not valid JSON: {exc}", code="invalid_json")
+    if not isinstance(beat, dict):
+        return Decoded(reason="a heartbeat is a JSON object", code="invalid_heartbeat")
+    src, wm = beat.get("src"), beat.get("wm")
+    if type(src) is not int or not 0 <= src < spans_partitions:
+        return Decoded(reason=f"src: not a span partition of 0..{spans_partitions - 1} (got {src!r})",
+                       field="src", code="invalid_heartbeat")
+    if type(wm) is not int or wm < 0:
+        return Decoded(reason=f"wm: not an event time in ns (got {wm!r})", field="wm",
+                       code="invalid_heartbeat")
+    return Decoded(value=(src, wm))
 
 
 class PartitionSources:

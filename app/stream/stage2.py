@@ -48,8 +48,6 @@ import logging
 import time
 from collections import deque
 
-import orjson
-
 from app.broker.client_config import FETCH_MAX_WAIT_MS
 from app.core.stage2 import SegmentStep
 from app.loop.misroute import misrouted
@@ -63,7 +61,7 @@ from app.stream.faust_offsets import (
     shorten_fetch_wait,
     skip_empty_commits,
 )
-from app.stream.source_state import PartitionSources, is_sources_key, sources_key
+from app.stream.source_state import PartitionSources, decode_heartbeat, is_sources_key, sources_key
 from schemas.session import SessionShape
 from schemas.validation import decode
 
@@ -214,9 +212,12 @@ class Stage2:
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
         if key == WATERMARK_KEY:
-            await self._heartbeat(raw, partition)
-            return
-        decoded = decode(SessionShape, raw)
+            decoded = decode_heartbeat(raw, self.settings.spans_partitions)
+            if decoded.ok:
+                await self._heartbeat(*decoded.value, partition)
+                return
+        else:
+            decoded = decode(SessionShape, raw)
         if not decoded.ok:
             self.metrics.count_dead_letter(decoded.code)
             dl = dead_letter(raw, decoded, source=self.settings.topic_sessions, partition=partition,
@@ -235,9 +236,8 @@ class Stage2:
         self._held = seg
         await self._emit(seg, result)
 
-    async def _heartbeat(self, raw: bytes, partition: int) -> None:
-        beat = orjson.loads(raw)
-        self.sources.of(partition).update(int(beat["src"]), int(beat["wm"]))
+    async def _heartbeat(self, source: int, watermark_ns: int, partition: int) -> None:
+        self.sources.of(partition).update(source, watermark_ns)
         upto = self._watermark(partition)
         now = self.clock()
         sources = sources_key(partition)

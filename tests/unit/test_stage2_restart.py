@@ -138,3 +138,26 @@ def test_a_restart_keeps_what_the_heartbeats_before_the_committed_offset_said(cr
     second.run(recs)
     assert second.state() == ref.state()
     assert first.alerts() | second.alerts() == ref.alerts()
+
+
+@pytest.mark.parametrize("bad", [b'{"src": 7, "wm": 5}', b'{"src": 0}', b'{"src": 0, "wm": "5"}',
+                                 b"[0, 5]", b"{not json"])
+def test_a_record_that_only_looks_like_a_heartbeat_is_dead_lettered(bad):
+    """``loadshape.sessions`` is open to any producer: a record under the heartbeat key that is
+    no heartbeat goes to the DLQ with the reason, and changes nothing else."""
+    recs = records()
+    mixed = recs[:400] + [type(recs[0])(WATERMARK_KEY, bad, None)] + recs[400:]
+    for offset, ev in enumerate(mixed):
+        ev.message = type(recs[0].message)(0, offset, ev.message.timestamp if ev.message else 1000.0)
+    ref = uninterrupted(records(), ticking_clock())
+    w = uninterrupted(mixed, ticking_clock())
+    assert _without_offsets(w.state()) == _without_offsets(ref.state())  # offsets moved by one
+    assert w.alerts() == ref.alerts()
+    [(_, letter)] = w.topics.dlq.delivered
+    assert orjson.loads(letter)["reason_code"] in ("invalid_heartbeat", "invalid_json")
+    assert w.committer.committed(TP(TOPIC, 0)) > 401  # acked: the partition moves past it
+
+
+def _without_offsets(state: dict[bytes, bytes]) -> dict[bytes, dict]:
+    return {seg: {k: v for k, v in orjson.loads(b).items() if k != "applied"}
+            for seg, b in state.items()}
