@@ -123,11 +123,15 @@ FINDINGS = """\
   drained partition waits behind such a fetch. A 100 ms wait set on the running fetcher took
   "until stage 2 done" from 22-24k to 26.5-26.9k spans/s, but with it the kill -9 group test
   (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs against 10
-  of 10 passes without: reverted. The survivor had read its partitions to the end but never
-  released some sessions; likely cause (not proven): stage 2's per-partition source
-  watermarks are not checkpointed, so after a hand-over a source whose last heartbeat lies
-  before the committed offset stays unknown until record time moves on, which at the end of
-  a finite input it does not.
+  of 10 passes without, and it was reverted. The survivor had read its partitions to the end
+  but never released some sessions. The cause was stage 2, not the fetch: the source
+  watermarks the heartbeats carried lived only in memory while the heartbeats were acked at
+  once, so after a hand-over a span partition whose last heartbeat lay before the committed
+  offset stayed unknown, and the new owner held back sessions the old one had released (a
+  unit test over the real shell reproduces it at four crash points). They are now
+  checkpointed with the segments (`app/stream/source_state.py`) and a heartbeat is acked only
+  once a checkpoint holds it; with that the 100 ms wait is back, and the group kill test
+  passed 35 of 35 runs (while another job shared the machine).
 * **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
   released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
   yielding, so a starved stage 2 could look done early (an earlier run's pre-loaded row,
