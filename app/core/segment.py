@@ -96,13 +96,14 @@ class SegmentMonitor:
         return SegmentState(segment, metrics={})
 
     def fold(self, state: SegmentState, shape: SessionShape) -> tuple[SegmentState, list[Alert]]:
-        if shape.segment.key != state.segment.key:
-            raise ValueError(f"session of {shape.segment.key!r} folded into {state.segment.key!r}")
+        key = state.segment.key
+        # stage 1 hands out one Segment object per segment: the same object needs no key
+        if shape.segment is not state.segment and shape.segment.key != key:
+            raise ValueError(f"session of {shape.segment.key!r} folded into {key!r}")
         cfg, metrics = self.config, state.metrics
         state.sessions += 1
         state.last_ns = max(state.last_ns, shape.end_time_unix_nano)
-        origin = Origin(state.segment.key, shape.session_id, shape.end_time_unix_nano,
-                        state.last_ns)
+        origin = Origin(key, shape.session_id, shape.end_time_unix_nano, state.last_ns)
         alerts: list[Alert] = []
         observe = metricwatch.observe
         for name in METRICS:

@@ -64,8 +64,11 @@ class Assumption(BaseModel):
         >>> a.holds_for(3.0), a.holds_for(2.9, margin=0.15)
         (True, False)
         """
-        shifted = self.bound - margin if self.op in ("<=", "<") else self.bound + margin
-        return OPS[self.op](observed, shifted)
+        return OPS[self.op](observed, self.threshold(margin))
+
+    def threshold(self, margin: float = 0.0) -> float:
+        """What ``holds_for(observed, margin)`` compares ``observed`` with (``OPS[op]``)."""
+        return self.bound - margin if self.op in ("<=", "<") else self.bound + margin
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.core.stats import MetricStats, SegmentStats
-from app.loop.assumptions import Assumption
+from app.loop.assumptions import OPS, Assumption
 from schemas.alert import Alert
 from schemas.common import DistributionSummary, Segment
 
@@ -82,20 +83,21 @@ class AssumptionTracker:
     def __init__(self, assumptions: tuple[Assumption, ...], config: TrackerConfig = TrackerConfig()):
         self.assumptions = tuple(assumptions)
         self.config = config
-        # (agent, task_type) -> (applicable assumptions, their state keys): derived, bounded
-        self._plans: dict[tuple[str, str | None], tuple[tuple[Assumption, ...], tuple[str, ...]]] = {}
+        # (agent, task_type) -> (applicable assumptions, their checks): derived, bounded
+        self._plans: dict[tuple[str, str | None], tuple[tuple[Assumption, ...], tuple[_Check, ...]]] = {}
         self._sorted: dict[int, tuple[str, ...]] = {}  # id -> a judged tuple known to be sorted
 
     def applicable(self, segment: Segment) -> tuple[Assumption, ...]:
         """Assumptions declared for ``segment`` (an agent-only one covers its task types)."""
         return self._plan(segment)[0]
 
-    def _plan(self, segment: Segment) -> tuple[tuple[Assumption, ...], tuple[str, ...]]:
+    def _plan(self, segment: Segment) -> tuple[tuple[Assumption, ...], tuple[_Check, ...]]:
         ident = (segment.agent, segment.task_type)  # not .key: agent "a/b" != agent "a" + "b"
         found = self._plans.get(ident)
         if found is None:
             mine = tuple(a for a in self.assumptions if a.segment.matches(segment))
-            found = (mine, tuple(f"{a.id}@{segment.key}" for a in mine))
+            found = (mine, tuple(_Check(a, f"{a.id}@{segment.key}", a.metric, a.stat,
+                                        OPS[a.op], a.threshold()) for a in mine))
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             self._plans[ident] = found
@@ -110,7 +112,7 @@ class AssumptionTracker:
         (n, value) | None`` (stage 2's lazy stats), that is used to check an assumption, and
         full stats are computed only for an alert. ``state`` itself is returned when nothing
         changed (it is immutable)."""
-        assumptions, keys = self._plan(segment)
+        assumptions, checks = self._plan(segment)
         if not assumptions:
             return self._normal(state), []
         read = getattr(stats, "read", None)
@@ -119,18 +121,18 @@ class AssumptionTracker:
         episodes: dict[str, Episode] | None = None  # copied from state.open on the first change
         judged: set[str] | None = None  # likewise state.judged
         alerts: list[Alert] = []
-        for a, key in zip(assumptions, keys, strict=True):
+        for a, key, metric, stat_name, cmp, bound in checks:
             if read is not None:
-                got = read(a.metric, a.stat)
+                got = read(metric, stat_name)
                 if got is None:
                     continue  # no values: nothing judged, nothing to open or close
                 n, observed = got
             else:
-                stat = stats.get(a.metric)
+                stat = stats.get(metric)
                 if stat is None:
                     continue
                 n = stat.n
-                observed = stat.get(a.stat) if n else 0.0
+                observed = stat.get(stat_name) if n else 0.0
             if n >= min_n and key not in (state.judged if judged is None else judged):
                 if judged is None:
                     judged = set(state.judged)
@@ -140,7 +142,7 @@ class AssumptionTracker:
             ep = (state.open if episodes is None else episodes).get(key)
             alert = None
             if ep is None:
-                if a.holds_for(observed):
+                if cmp(observed, bound):  # a.holds_for(observed)
                     continue
                 alert = broken_alert(a, segment, stats.get(a.metric), at_ns, session_id)
                 new_ep = Episode(alert_id=alert.alert_id, since=at_ns)
@@ -191,6 +193,18 @@ class AssumptionTracker:
 
 
 _MAX_PLANS = 4096  # segments whose applicable assumptions are cached
+
+
+class _Check(NamedTuple):
+    """One applicable assumption as its check reads it (per session: no model attribute
+    reads, no ``holds_for`` call on the common path)."""
+
+    assumption: Assumption
+    key: str  # "<assumption id>@<segment key>"
+    metric: str
+    stat: str
+    cmp: Callable[[float, float], bool]  # OPS[op]
+    bound: float  # threshold(): cmp(observed, bound) is holds_for(observed)
 
 
 def content_id(*parts: Any) -> str:
