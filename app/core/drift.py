@@ -100,6 +100,9 @@ class AdwinDetector:
 
 
 _EMPTY_BAND = (1, 0)  # no key is in it
+# A CUSUM at rest: its s is this very 0.0 object and its run 0. Only a level put at rest by
+# this code is known to be (a loaded 0.0 or -0.0 is another object: walked as usual).
+_AT_REST = 0.0
 
 
 class QuantileCusum:
@@ -111,14 +114,20 @@ class QuantileCusum:
     """
 
     name = "quantile_cusum"
-    __slots__ = ("_inv_ln", "levels", "h", "s", "run", "_band", "quiet_lo", "quiet_hi")
+    __slots__ = ("_inv_ln", "levels", "h", "s", "run", "_band", "quiet_lo", "quiet_hi", "_walk")
 
     def __init__(self, levels: list[tuple[str, int, int, float, float]], h: float,
                  inv_ln: float) -> None:
         # levels: (name, bucket key, direction, llr of a hit, llr of a miss)
         self.levels, self.h, self._inv_ln = levels, h, inv_ln
-        self.s = [0.0] * len(levels)
+        self.s = [_AT_REST] * len(levels)
         self.run = [0] * len(levels)
+        # derived, never stored: (index, name, key, hit, miss) of the upper levels, then of
+        # the lower ones (``update_key`` tests a key against each kind without a direction test)
+        self._walk = (tuple((i, n, key, hit, miss) for i, (n, key, d, hit, miss) in enumerate(levels)
+                            if d > 0),
+                      tuple((i, n, key, hit, miss) for i, (n, key, d, hit, miss) in enumerate(levels)
+                            if d <= 0))
         # Keys in ``_band`` miss at every level; while every CUSUM stands at zero such a key
         # changes nothing, as a miss only pulls a CUSUM down (the band is empty if some miss
         # would not). [quiet_lo, quiet_hi] is that band while all stand at zero, else empty:
@@ -154,18 +163,38 @@ class QuantileCusum:
         """``update(x)`` given ``x``'s bucket key under this detector's mapping (``_inv_ln``)."""
         if self.quiet_lo <= k <= self.quiet_hi:  # changes nothing (see __init__)
             return None
-        out = None
-        s_, run = self.s, self.run
-        for i, (name, key, direction, hit, miss) in enumerate(self.levels):
-            s = s_[i] + (hit if (k > key if direction > 0 else k < key) else miss)
+        # Per level: s + (hit or miss), back to rest at <= 0, a signal (and rest) at >= h.
+        # The signal is the lowest-index level's that fired, as one walk in index order gives.
+        out, first = None, len(self.levels)
+        s_, run, h = self.s, self.run, self.h
+        rests = self._band is not _EMPTY_BAND  # no miss is positive: a miss keeps a level at rest
+        ups, downs = self._walk
+        for i, name, key, hit, miss in ups:
+            s = s_[i]
+            if k > key:
+                s += hit
+            elif rests and s is _AT_REST:
+                continue  # 0.0 + miss <= 0: back to rest, i.e. unchanged
+            else:
+                s += miss
             if s <= 0.0:
-                s_[i], run[i] = 0.0, 0
-                continue
-            run[i] += 1
-            if s >= self.h:
-                out = out or Signal(name, run[i])
-                s, run[i] = 0.0, 0
-            s_[i] = s
+                s_[i], run[i] = _AT_REST, 0
+            elif s >= h:
+                if i < first:
+                    out, first = Signal(name, run[i] + 1), i
+                s_[i], run[i] = _AT_REST, 0
+            else:
+                s_[i], run[i] = s, run[i] + 1
+        for i, name, key, hit, miss in downs:
+            s = s_[i] + (hit if k < key else miss)
+            if s <= 0.0:
+                s_[i], run[i] = _AT_REST, 0
+            elif s >= h:
+                if i < first:
+                    out, first = Signal(name, run[i] + 1), i
+                s_[i], run[i] = _AT_REST, 0
+            else:
+                s_[i], run[i] = s, run[i] + 1
         self.quiet_lo, self.quiet_hi = _EMPTY_BAND if any(s_) else self._band
         return out
 
