@@ -165,6 +165,8 @@ class QuantileCusum:
             return None
         # Per level: s + (hit or miss), back to rest at <= 0, a signal (and rest) at >= h.
         # The signal is the lowest-index level's that fired, as one walk in index order gives.
+        # The two loops differ in the hit test only; written out twice on purpose: this runs
+        # for every value of every metric, and a call per level costs more than the split saves.
         out, first = None, len(self.levels)
         s_, run, h = self.s, self.run, self.h
         rests = self._band is not _EMPTY_BAND  # no miss is positive: a miss keeps a level at rest
