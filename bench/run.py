@@ -121,7 +121,10 @@ FINDINGS = """\
   per-record path, decoding and validating each session, heartbeats, checkpoints). It also sat idle for
   ~1.3 s of those ~6.5 s: Faust's consumer long-polls for 1.5 s (fixed in Faust), and a
   drained partition waits behind such a fetch. A 100 ms wait set on the running fetcher took
-  "until stage 2 done" from 22-24k to 26.5-26.9k spans/s, but with it the kill -9 group test
+  "until stage 2 done" from 22-24k to 26.5-26.9k spans/s (this run: 31,552 pre-loaded and
+  30,001 in a burst, against 23,729 and 22,795 at the last run without it; stage 1 alone gave
+  up some CPU to the stage 2 that now runs beside it: 74,252 against 77,553, which moved the
+  worker / raw consumer ratio to 0.465x), but at first the kill -9 group test
   (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs against 10
   of 10 passes without, and it was reverted. The survivor had read its partitions to the end
   but never released some sessions. The cause was stage 2, not the fetch: the source
@@ -168,13 +171,20 @@ FINDINGS = """\
   closed-session values without validating them a second time (`SessionValues`; a session
   is validated where it leaves the process: `--sessions-out`, a dumped segment entry, the
   Kafka path), and the idle index asks the session entries for their last event instead of
-  being touched on every span. 150,000 spans/s needs ~6.7 us per span; the replay row alone
-  just before this run gave 145,529 spans/s (~6.9 us). A sampling profile (py-spy, 6 replays of the
-  file): ~32% of replay time is the per-metric fold (window, ADWIN, CUSUMs: ~2 us per
-  metric value), ~10% decoding, ~10% the span fold, ~7% the assumption checks. Each idea
-  left was measured at about 1% or less: an exact skip of assumption reads whose result
-  cannot change (~1%), a faster tree depth (~0.7%), decoding a block as one JSON array
-  (slower), no garbage collection (no change).
+  being touched on every span. Then -2.2% of CPU instructions (callgrind over the replay
+  of the file, PYTHONHASHSEED=0: 14,760M -> 14,433M; CPU time -2.1% over 5 alternating
+  rounds; wall clock cannot resolve 2% on this machine): the assumption checks kept as plain
+  tuples, and the quantile CUSUM walking its upper and lower levels apart, skipping an upper
+  level at rest on a miss. 150,000 spans/s needs ~6.7 us per span; this run measured
+  153,475, and the base of that last step measured 147,000-158,000 in 12 quiet rounds, so the
+  bar is met by a margin of the order of this machine's noise. Where the time goes (by
+  instructions): decoding and reading ~23% (mostly msgspec's C code), the span fold ~30%,
+  stage 2 ~48%, of which the per-metric fold (window, CUSUMs, gate) ~36% and river's ADWIN
+  ~3%, the assumption checks ~7%. Each idea left was measured at about 1% or less: an exact
+  skip of assumption reads whose result cannot change (~1%), a gate scan with list
+  comprehensions (-0.7%), a faster tree depth (~0.7%), quantile reads answered from the
+  cached bucket (-0.4%), decoding a block as one JSON array (slower), no garbage collection
+  (no change).
 * **Latency** is dominated by the event-time reorder (`reorder_lateness_s`, default 30 s, set to
   0.25 s here) and the heartbeat cadence (every 128 spans per span partition): a session is
   released only when every partition's watermark passed it. With the default lateness the
