@@ -83,7 +83,7 @@ class GateConfig:
     max_post_n: int = 512  # longest post-change window scanned
     min_nats: float = 24.0  # evidence a window of min_post_n sessions needs
     long_nats: float = 18.0  # ... falling as 1/n to this floor for longer windows
-    min_rel_location: float = 0.25
+    min_rel_location: float = 0.15
     min_rel_tail: float = 0.5
     scale_floor: float = 0.1  # of the baseline p99: the smallest scale a change is judged on
 
