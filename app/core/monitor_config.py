@@ -19,8 +19,9 @@ dozen sessions. Why each default:
   gate disposes. At 25% the practical test, not the evidence, held back a gradual ramp
   (``context-creep``: its context metrics had 18 nats ~340 sessions into the ramp but a 25%
   move only at 398-486); at 15% they alert at 339-342, with no false alarm on 4 x
-  1,000,000 steady sessions (seeds 11-14) or in the hinted runs below. The gate scans windows whenever a trigger is pending, so its threshold
-  must hold over a whole stream, not one look. Measured (``bench/bench_detection.py``,
+  1,000,000 steady sessions (seeds 11-14) or in the hinted runs below. The gate scans
+  windows whenever a trigger is pending, so its threshold must hold over a whole stream,
+  not one look. Measured (``bench/bench_detection.py``,
   1,000,000 resampled steady sessions x 36 (segment, metric) streams, seeds 11 and 12):
   a flat 12 nats gave 2 false alarms per seed, 16 gave 1 (a mostly-zero ratio's P95 share
   over 192 sessions; a 30-session dip of a small count), 18 gave none; short windows are
