@@ -29,7 +29,10 @@ buckets. An aspect passes when both hold:
   so a mostly-zero metric (p50 = 0) still has a sane scale.
 
 The verdict picks the passing aspect with the largest G; its window's summary is the
-alert's ``current``. ``corroborate`` judges one window whose start is known (another metric
+alert's ``current``. Where no share passes, a continuous metric gets one more test: the
+mean of log(1 + x) (``app.core.log_location``; ``log_location_nats`` 24, the same practical
+test as the location aspects), which sees a ramp that moves every session a little.
+``corroborate`` judges one window whose start is known (another metric
 of the segment confirmed a change there): no search over starts, so ``corroborate_nats``
 (12) of G suffice.
 
@@ -46,9 +49,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from app.core.log_location import LogLocation
 from app.core.reference import Reference, conservative_rate
 from app.core.sketch import MIN_VALUE, bucket_key, inverse_log_gamma
 
@@ -83,6 +87,7 @@ class GateConfig:
     max_post_n: int = 512  # longest post-change window scanned
     min_nats: float = 24.0  # evidence a window of min_post_n sessions needs
     long_nats: float = 18.0  # ... falling as 1/n to this floor for longer windows
+    log_location_nats: float = 24.0  # evidence the log-location test needs (log_location.py)
     min_rel_location: float = 0.15
     min_rel_tail: float = 0.5
     scale_floor: float = 0.1  # of the baseline p99: the smallest scale a change is judged on
@@ -130,8 +135,23 @@ def _kl(a: float, b: float) -> float:
     return out
 
 
-def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig()) -> Verdict:
-    """Judge the latest ``values`` (oldest first) against the baseline ``ref``."""
+def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(),
+          loc: LogLocation | None = None) -> Verdict:
+    """Judge the latest ``values`` (oldest first) against the baseline ``ref`` (and its
+    log-location ``loc``, where the baseline is continuous)."""
+    verdict = _judge_shares(values, ref, cfg)
+    if verdict.passed or loc is None:
+        return verdict
+    nats, length, direction = loc.scan(values, cfg.min_post_n)
+    if nats >= cfg.log_location_nats:
+        up = direction > 0
+        if (v := _practical(values, "median_up" if up else "median_down", length, nats, ref,
+                            cfg)) is not None:
+            return replace(v, aspect="log_mean_up" if up else "log_mean_down")
+    return verdict
+
+
+def _judge_shares(values: Sequence[float], ref: Reference, cfg: GateConfig) -> Verdict:
     best, short = _scan(values, ref, cfg, cfg.lengths)
     waits = []
     for aspect, (nats, length) in _strongest(best):

@@ -44,6 +44,7 @@ from app.core.alerts import alert_id, move_factor, severity
 from app.core.drift import AdwinDetector, Detector, QuantileCusum, Signal, detector_from_state
 from app.core.episodes import EpisodeState
 from app.core.gate import Verdict, add_hit, aspect_hits, corroborate_counts, judge
+from app.core.log_location import LogLocation
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference
 from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
@@ -95,6 +96,8 @@ class MetricState:
     change_hint: int | None = None  # value count where another metric's confirmed change began
     # derived, never stored: (value count, gate.aspect_hits of the values since change_hint)
     hint_hits: tuple[int, list[int]] | None = None
+    # derived from the baseline, never stored: its log-location (None: not continuous)
+    log_loc: LogLocation | None = None
 
     @classmethod
     def initial(cls, cfg: MonitorConfig) -> MetricState:
@@ -120,12 +123,14 @@ class MetricState:
         def sketch(x):
             return None if x is None else Sketch.from_dict(x)
 
+        baseline = sketch(d["baseline"])
         return cls(d["n"], RollingWindow.from_dict(d["window"]), sketch(d["collecting"]),
-                   sketch(d["baseline"]), None if d["ref"] is None else Reference.from_dict(d["ref"]),
+                   baseline, None if d["ref"] is None else Reference.from_dict(d["ref"]),
                    d["ref_n"], [detector_from_state(x) for x in d["free"]],
                    [detector_from_state(x) for x in d["bound"]],
                    None if d["candidate"] is None else Candidate(*d["candidate"]),
-                   EpisodeState.from_dict(d["episode"]), d.get("hint"))  # no "hint": older state
+                   EpisodeState.from_dict(d["episode"]), d.get("hint"),  # no "hint": older state
+                   log_loc=None if baseline is None else LogLocation.of(baseline))
 
 
 def observe(st: MetricState, x: float, metric: str, origin: Origin,
@@ -207,6 +212,7 @@ def _corroborate(st: MetricState, x: float, metric: str, origin: Origin,
 def _freeze(st: MetricState, ns: int, cfg: MonitorConfig) -> None:
     st.baseline, st.collecting = st.collecting, None
     st.ref, st.ref_n = Reference.from_sketch(st.baseline), st.n
+    st.log_loc = LogLocation.of(st.baseline)
     st.bound = [QuantileCusum.from_reference(st.ref, cfg.cusum_levels, h=cfg.cusum_h)]
     st.candidate = None
     st.episode = episodes.baseline_frozen(st.episode, n=st.n, ns=ns)
@@ -224,7 +230,7 @@ def _detect(st: MetricState, signals: Sequence[Signal], metric: str, origin: Ori
         return None
     cand.judged = st.n
     since_ref = min(st.n - st.ref_n, cfg.gate.max_post_n)  # never reach behind the baseline
-    verdict = judge(st.window.last(since_ref), st.ref, cfg.gate)
+    verdict = judge(st.window.last(since_ref), st.ref, cfg.gate, st.log_loc)
     if verdict.wait:  # judge again the moment the post-change sample is large enough
         cand.judged = st.n - cfg.check_every + min(verdict.wait, cfg.check_every)
     if not verdict.passed:

@@ -4,9 +4,10 @@
   must stay those of the plain-data buffer (``golden_stage2.json``: hashes of a worker-like and
   a replay-like transcript over a fixed workload, generated with the stage-2 modules of commit
   5fff25f, before the change, by running this file as a script; regenerated since when the
-  gate's exact short-window test made alerts earlier by design, and when a metric's state
-  gained its change hint), and equal the bytes of the same entry holding plain data (the old
-  representation).
+  gate's exact short-window test made alerts earlier by design, when a metric's state
+  gained its change hint, and when the log-location test made a context_utilization alert
+  come earlier, before three other metrics' alerts), and equal the bytes of the same entry
+  holding plain data (the old representation).
 * ``RollingWindow.read`` is ``stats().get`` bit for bit; the tracker's incremental ``observe``
   is the straightforward one (kept below as the reference); ADWIN called directly is
   ``ADWIN.update``; ``QuantileCusum.update_key`` is ``update``; ``gauges=False`` changes
