@@ -209,25 +209,25 @@ FINDINGS = """\
   metrics move together (retry-storm: retries raise fan-out and LLM calls too), the first
   confirmed metric dates the change and the others are judged on the window since then
   (12 nats instead of a searched-for 18): retry-storm's counts are then on par with ADWIN.
-  A gradual context ramp (context-creep) stays later than ADWIN (341 against 305 sessions at
-  the median), though now earlier than ADWIN at delta 1e-5 (379). Until 2026-11-29 the 25%
-  practical-significance gate held it back (486): the context metrics had 18 nats ~340
-  sessions into the ramp but moved 25% only later; at 15% they alert at 339-342, with no
-  false alarm on 4 x 1,000,000 steady sessions (seeds 11-14) or in the hinted runs. What
-  remains is the evidence the quantile shares carry: a scanning test of the mean of
-  log(1 + value) against the baseline's (windows of 20-512 ending now, z^2/2 >= 18 nats;
-  `/tmp/det/scanlog.py`, outside the project) would reach 18 nats on context tokens and
-  utilization 196-287 sessions into the ramp (seeds 7-9), ahead of ADWIN, but it is not
-  calibrated for the discrete and mostly-zero metrics the gate also judges, and its false
-  alarm rate over 1,000,000 steady sessions is unmeasured: not adopted. In the simulated
-  tail-only change (3% of search sessions need 4-6x the context) the monitor finds 5 of 6
-  changed metrics after a few hundred sessions; ADWIN finds 3, two of them after a single
-  post-change value beyond the pre-change max (the head-to-head row counts them) - the
-  same reaction to one outlier that gives it its false alarms on steady traffic. The monitor
-  is at the limit of what counting exceedances can tell here: counted from the change
+  A gradual context ramp (context-creep) now ties ADWIN at the median (305 against 305
+  sessions; ADWIN at delta 1e-5: 379), but per metric ADWIN is still first in 6 of 9
+  (head-to-head row). Two changes of 2026-11-29 brought it from 486: the practical
+  location threshold went from 25% to 15% (the context metrics had 18 nats ~340 sessions
+  into the ramp but moved 25% only later: 339-342), and continuous metrics got a
+  log-location test (`app/core/log_location.py`: a scanning z-test of the mean of
+  log(1 + x), 24 nats; at 18 it raised a false pair of alerts in 1 of 4 runs of 1,000,000
+  steady sessions, at 24 none in 6 runs nor in the hinted ones): 298-305. The quantile
+  shares count sessions on one side of a baseline bucket and are blind to how far each
+  moved; a ramp moves every session a little. Truncations, a mostly-zero count the
+  log-location test does not judge, stay at 579-749. In the simulated tail-only change (3%
+  of search sessions need 4-6x the context) the monitor finds all 6 changed metrics
+  (median 232 sessions; 5 of 6 at 472 before the log-location test); ADWIN finds 3, two of
+  them after a single post-change value beyond the pre-change max (the head-to-head row
+  counts them) - the same reaction to one outlier that gives it its false alarms on steady
+  traffic. Counting exceedances alone is at its limit there: counted from the change
   itself, the share above the baseline max reaches 18 nats after 470, 163 and 1,090
-  sessions (seeds 7-9), where its alerts come; earlier would take a model of how far
-  beyond the max a value is (an extreme-value tail fit), not attempted. A tail
+  sessions (seeds 7-9); earlier still would take a model of how far beyond the max a value
+  is (an extreme-value tail fit), not attempted. A tail
   that widens for the whole population (P99 x3, same median; `tests/unit/test_drift.py`
   golden) is alerted 19 sessions after the change by the tail test; ADWIN is 100+
   sessions later or never (same test).
