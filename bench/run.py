@@ -211,7 +211,12 @@ FINDINGS = """\
   (12 nats instead of a searched-for 18): retry-storm's counts are then on par with ADWIN.
   A gradual context ramp (context-creep) now ties ADWIN at the median (305 against 305
   sessions; ADWIN at delta 1e-5: 379), but per metric ADWIN is still first in 6 of 9
-  (head-to-head row). Two changes of 2026-11-29 brought it from 486: the practical
+  (head-to-head row). ADWIN fires on context tokens 132-171 sessions into the ramp, on
+  context utilization (the same values divided by the window) only at 298-310: its bound's
+  second term assumes values in [0, 1], so on token counts it is little more than a z-test
+  at a few nats, and the same metric is where its false alarms are (seed 11, 1,000,000
+  steady sessions: 26 of its 59 on context tokens, 27 on cache age in seconds;
+  `/tmp/det/adwin_fa_metric.py`). Two changes of 2026-11-29 brought it from 486: the practical
   location threshold went from 25% to 15% (the context metrics had 18 nats ~340 sessions
   into the ramp but moved 25% only later: 339-342), and continuous metrics got a
   log-location test (`app/core/log_location.py`: a scanning z-test of the mean of
