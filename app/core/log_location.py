@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from app.core.sketch import Sketch
 
@@ -63,12 +64,14 @@ class LogLocation:
     def scan(self, values: Sequence[float], min_n: int) -> tuple[float, int, int]:
         """(nats, length, direction) of the window ending now, ``min_n`` values or longer, whose
         mean log moved most from the baseline's (z^2 / 2; direction +1 up, -1 down)."""
-        total, best = 0.0, (0.0, 0, 0)
-        inv_n0 = 1.0 / self.n
-        for i, x in enumerate(reversed(values), start=1):
-            total += math.log1p(x)
-            if i >= min_n:
-                z = (total / i - self.mean) / (self.sd * math.sqrt(1.0 / i + inv_n0))
-                if z * z / 2.0 >= best[0]:  # ties: the longer window
-                    best = (z * z / 2.0, i, 1 if z > 0 else -1)
-        return best
+        sums = list(accumulate(map(math.log1p, reversed(values))))  # newest first
+        if len(sums) < min_n:
+            return 0.0, 0, 0
+        mean, inv_n0 = self.mean, 1.0 / self.n
+        # z^2 * sd^2 per length, as one comprehension: judged at every look of the gate
+        scores = [(s / i - mean) ** 2 / (1.0 / i + inv_n0)
+                  for i, s in enumerate(sums[min_n - 1:], start=min_n)]
+        top = max(scores)
+        i = len(scores) - 1 - scores[::-1].index(top)  # ties: the longer window
+        n = i + min_n
+        return top / (2.0 * self.sd * self.sd), n, 1 if sums[n - 1] / n > mean else -1
