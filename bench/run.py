@@ -121,10 +121,11 @@ FINDINGS = """\
   per-record path, decoding and validating each session, heartbeats, checkpoints). It also sat idle for
   ~1.3 s of those ~6.5 s: Faust's consumer long-polls for 1.5 s (fixed in Faust), and a
   drained partition waits behind such a fetch. A 100 ms wait set on the running fetcher took
-  "until stage 2 done" from 22-24k to 26.5-26.9k spans/s (this run: 31,552 pre-loaded and
-  30,001 in a burst, against 23,729 and 22,795 at the last run without it; stage 1 alone gave
-  up some CPU to the stage 2 that now runs beside it: 74,252 against 77,553, which moved the
-  worker / raw consumer ratio to 0.465x), but at first the kill -9 group test
+  "until stage 2 done" from 22-24k to 26.5-26.9k spans/s (make bench at 18:13 on 2026-11-29:
+  31,552 pre-loaded and 30,001 in a burst, against 23,729 and 22,795 at the last run without
+  it; stage 1 alone gave up some CPU to the stage 2 that now runs beside it there, 74,252
+  against 77,553, and the worker / raw consumer ratio came out at 0.465x; this run: 29,057
+  and 29,293, stage 1 81,758, 0.538x), but at first the kill -9 group test
   (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs against 10
   of 10 passes without, and it was reverted. The survivor had read its partitions to the end
   but never released some sessions. The cause was stage 2, not the fetch: the source
@@ -175,9 +176,10 @@ FINDINGS = """\
   of the file, PYTHONHASHSEED=0: 14,760M -> 14,433M; CPU time -2.1% over 5 alternating
   rounds; wall clock cannot resolve 2% on this machine): the assumption checks kept as plain
   tuples, and the quantile CUSUM walking its upper and lower levels apart, skipping an upper
-  level at rest on a miss. 150,000 spans/s needs ~6.7 us per span; this run measured
-  153,475, and the base of that last step measured 147,000-158,000 in 12 quiet rounds, so the
-  bar is met by a margin of the order of this machine's noise. Where the time goes (by
+  level at rest on a miss. 150,000 spans/s needs ~6.7 us per span. The bar sits inside this
+  machine's noise: make bench measured 153,475 at 18:13 and this run 143,053 (19:25), and the
+  base of that last step measured 147,000-158,000 in 12 quiet rounds; between 19:03 and 19:20
+  one unchanged tree went from 151,173-153,905 to 146,769-148,049. Where the time goes (by
   instructions): decoding and reading ~23% (mostly msgspec's C code), the span fold ~30%,
   stage 2 ~48%, of which the per-metric fold (window, CUSUMs, gate) ~36% and river's ADWIN
   ~3%, the assumption checks ~7%. Each idea left was measured at about 1% or less: an exact
