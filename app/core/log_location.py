@@ -3,14 +3,14 @@
 The gate's aspects count sessions on one side of a baseline bucket (above the median, the
 P95, ...): robust for every metric shape, but blind to *how far* each value moved. A gradual
 ramp (context demand creeping from 6K to 20K tokens) moves every session a little, and the
-shares reach the evidence an alert needs late: ~340 sessions into the ramp, where ADWIN's
-mean test fired at ~305. This test compares the mean of ``log(1 + x)`` over windows ending
-now (``min_n``..all of ``values``) with the baseline's, z^2 / 2 in nats, and keeps the
-strongest window, as the gate's scan does.
+shares reach the evidence an alert needs late: ~340 sessions into the ramp of the
+``context-creep`` simulation, where ADWIN's median detection was 305. This test compares
+the mean of ``log(1 + x)`` over windows ending now (``min_n``..all of ``values``) with the
+baseline's, z^2 / 2 in nats, and keeps the strongest window, as the gate's scan does.
 
 It is used only where a z-test is calibrated: a baseline with no bucket holding
-``MAX_MODE_SHARE`` of its values or more (tokens, utilization, complexity; not counts such as
-fan-out, or mostly-zero metrics, where a handful of nonzero values fakes a large z). Its
+``MAX_MODE_SHARE`` of its values or more (token counts, utilization; not small counts such
+as fan-out, or mostly-zero metrics, where a handful of nonzero values fakes a large z). Its
 threshold (``GateConfig.log_location_nats``) is higher than the shares' 18 nats: at 18 one
 false pair of alerts came in 4 x 1,000,000 steady sessions (``bench/bench_detection.py``).
 
