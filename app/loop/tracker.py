@@ -144,7 +144,7 @@ class AssumptionTracker:
             if ep is None:
                 if cmp(observed, bound):  # a.holds_for(observed)
                     continue
-                alert = broken_alert(a, segment, stats.get(a.metric), at_ns, session_id)
+                alert = broken_alert(a, segment, stats.get(metric), at_ns, session_id)
                 new_ep = Episode(alert_id=alert.alert_id, since=at_ns)
             elif not a.holds_for(observed, abs(a.bound) * cfg.margin):
                 if ep.ok_streak == 0:
@@ -153,7 +153,7 @@ class AssumptionTracker:
             elif ep.ok_streak + 1 < cfg.resolve_after:
                 new_ep = replace(ep, ok_streak=ep.ok_streak + 1)
             else:
-                alert = resolved_alert(a, segment, stats.get(a.metric), ep, at_ns, session_id)
+                alert = resolved_alert(a, segment, stats.get(metric), ep, at_ns, session_id)
                 new_ep = None
             if episodes is None:
                 episodes = dict(state.open)
