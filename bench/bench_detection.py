@@ -26,6 +26,7 @@ from app.core import session as core
 from app.core.stage2 import SegmentStep
 from app.settings import Settings
 from app.simulate import build, iter_sessions
+from bench import tail_limits
 from bench.common import Row, verdict
 from schemas.session import METRICS
 from schemas.span import SpanEvent
@@ -126,10 +127,13 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
     for name in SCENARIOS:
         pooled = {label: ([], 0) for label in LABELS}
         evidence = []  # ADWIN(clock=1): values above the pre-change max when it fired
+        limits = []  # tail-only: (seed, metric, values, change index) per changed metric
         for seed in seeds:
             sc, by_segment = shapes_of(name, sessions, change_at, seed)
             change_idx = {seg: next((i for i, (_, ph) in enumerate(seq) if ph == "after"), len(seq))
                           for seg, seq in by_segment.items()}
+            if name == "tail-only":
+                limits += changed_values(sc, by_segment, change_idx, seed)
             found = {label: {} for label in LABELS}
             for seg, seq in by_segment.items():
                 ours, theirs = detections(monitor, seq, (ADWIN_DELTA, STRICT_DELTA))
@@ -156,7 +160,20 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
                             "and seed", head_to_head(pooled[LABELS[0]][0], pooled[LABELS[1]][0]),
                             note=f"{LABELS[1]} fired after {sorted(evidence)} post-change values "
                                  "above the pre-change max"))
+        if limits:
+            order = ", ".join(f"{seed} {metric}" for seed, metric, _, _ in limits)
+            rows.append(Row("4 Detection", f"{name}: delays per seed and metric", "; ".join(
+                f"{label} {pooled[label][0]}" for label in LABELS[:2]), note=order))
+            rows += tail_limits.rows(limits, monitor.config.baseline_n)
     return rows
+
+
+def changed_values(sc, by_segment, change_idx, seed: int) -> list[tuple[int, str, list, int]]:
+    """(seed, metric, the segment's values, change index) of every changed metric."""
+    return [(seed, metric, [shape.metric(metric) for shape, _ in by_segment[spec.key]],
+             change_idx[spec.key])  # in ``score``'s order
+            for spec in sorted(sc.segments, key=lambda s: s.key) if spec.after is not None
+            for metric in sorted(spec.metrics)]
 
 
 def steady_pool(pool_sessions: int = 30_000) -> dict[str, tuple[float, list]]:
