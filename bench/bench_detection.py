@@ -26,7 +26,7 @@ from app.core import session as core
 from app.core.stage2 import SegmentStep
 from app.settings import Settings
 from app.simulate import build, iter_sessions
-from bench import tail_limits
+from bench import evidence_limits
 from bench.common import Row, verdict
 from schemas.session import METRICS
 from schemas.span import SpanEvent
@@ -35,6 +35,11 @@ SCENARIOS = ("steady", "dev-to-support", "context-creep", "retry-storm", "tail-o
 SEEDS = (7, 8, 9)
 ADWIN_DELTA = 0.002  # river's default
 STRICT_DELTA = 1e-5  # 0 false alarms over 300k resampled steady sessions (19 at the default)
+# scenario -> (changed metrics, rows of bench/evidence_limits.py): how early a calibrated
+# test could be at all, beside the detectors' delays
+LIMITS = {"tail-only": (("context_tokens", "context_utilization"), evidence_limits.tail_rows),
+          "context-creep": (("context_tokens", "context_utilization"),
+                            evidence_limits.location_rows)}
 LABELS = ("loadshape", "ADWIN(clock=1)", f"ADWIN(clock=1, delta={STRICT_DELTA:g})")
 
 
@@ -127,13 +132,14 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
     for name in SCENARIOS:
         pooled = {label: ([], 0) for label in LABELS}
         evidence = []  # ADWIN(clock=1): values above the pre-change max when it fired
-        limits = []  # tail-only: (seed, metric, values, change index) per changed metric
+        limits = []  # evidence-limit cases (seed, metric, values, change index), see LIMITS
+        limit_delays = {label: [] for label in LABELS}  # the detectors' delays on those cases
         for seed in seeds:
             sc, by_segment = shapes_of(name, sessions, change_at, seed)
             change_idx = {seg: next((i for i, (_, ph) in enumerate(seq) if ph == "after"), len(seq))
                           for seg, seq in by_segment.items()}
-            if name == "tail-only":
-                limits += changed_values(sc, by_segment, change_idx, seed)
+            if name in LIMITS:
+                limits += changed_values(sc, by_segment, change_idx, seed, LIMITS[name][0])
             found = {label: {} for label in LABELS}
             for seg, seq in by_segment.items():
                 ours, theirs = detections(monitor, seq, (ADWIN_DELTA, STRICT_DELTA))
@@ -145,6 +151,9 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
                 pooled[label] = (d0 + [delays[k] for k in sorted(delays)], f0 + false)
                 if label == LABELS[1]:
                     evidence += beyond_max(by_segment, delays, change_idx)
+                if name in LIMITS:  # in changed_values' order
+                    limit_delays[label] += [delays[k] for k in sorted(delays)
+                                            if k[1] in LIMITS[name][0]]
         for label, (all_delays, false) in pooled.items():
             expected, delays = len(all_delays), [d for d in all_delays if d is not None]
             if expected:
@@ -163,17 +172,18 @@ def scenario_rows(monitor, sessions: int, change_at: int, seeds: tuple[int, ...]
         if limits:
             order = ", ".join(f"{seed} {metric}" for seed, metric, _, _ in limits)
             rows.append(Row("4 Detection", f"{name}: delays per seed and metric", "; ".join(
-                f"{label} {pooled[label][0]}" for label in LABELS[:2]), note=order))
-            rows += tail_limits.rows(limits, monitor.config.baseline_n)
+                f"{label} {limit_delays[label]}" for label in LABELS[:2]), note=order))
+            rows += LIMITS[name][1](limits, monitor.config.baseline_n)
     return rows
 
 
-def changed_values(sc, by_segment, change_idx, seed: int) -> list[tuple[int, str, list, int]]:
-    """(seed, metric, the segment's values, change index) of every changed metric."""
+def changed_values(sc, by_segment, change_idx, seed: int,
+                   metrics: tuple[str, ...]) -> list[evidence_limits.Case]:
+    """(seed, metric, the segment's values, change index) of the changed ``metrics``."""
     return [(seed, metric, [shape.metric(metric) for shape, _ in by_segment[spec.key]],
              change_idx[spec.key])  # in ``score``'s order
             for spec in sorted(sc.segments, key=lambda s: s.key) if spec.after is not None
-            for metric in sorted(spec.metrics)]
+            for metric in sorted(spec.metrics) if metric in metrics]
 
 
 def steady_pool(pool_sessions: int = 30_000) -> dict[str, tuple[float, list]]:

@@ -218,7 +218,13 @@ FINDINGS = """\
   second term assumes values in [0, 1], so on token counts it is little more than a z-test
   at a few nats, and the same metric is where its false alarms are (seed 11, 1,000,000
   steady sessions: 26 of its 59 on context tokens, 27 on cache age in seconds;
-  `/tmp/det/adwin_fa_metric.py`). Two changes of 2026-11-29 brought it from 486: the practical
+  `/tmp/det/adwin_fa_metric.py`). `bench/evidence_limits.py` measures it: a z-scan of the
+  mean log(1 + x) that takes the baseline's mean and sd as exact (an oracle; the "earliest
+  ... nats" rows) reaches 9 nats on context tokens at 139, 173 and 132 sessions, where ADWIN
+  fired (139, 171, 132); 18 nats (where a log-location prototype already raised a false
+  pair in 4 x 1,000,000 steady sessions) at 241-281 on the context metrics, and 24 (the
+  monitor's log-location threshold) at 276-305.
+  The monitor's 298-305 on them are within 20 sessions of that limit. Two changes of 2026-11-29 brought it from 486: the practical
   location threshold went from 25% to 15% (the context metrics had 18 nats ~340 sessions
   into the ramp but moved 25% only later: 339-342), and continuous metrics got a
   log-location test (`app/core/log_location.py`: a scanning z-test of the mean of
@@ -231,7 +237,7 @@ FINDINGS = """\
   (median 232 sessions; 5 of 6 at 472 before the log-location test); ADWIN finds 3, two of
   them after a single post-change value beyond the pre-change max (the head-to-head row
   counts them) - the same reaction to one outlier that gives it its false alarms on steady
-  traffic. How early could a calibrated test be? `bench/tail_limits.py` (the "earliest 18
+  traffic. How early could a calibrated test be? `bench/evidence_limits.py` (the "earliest 18
   nats" rows) scores each post-change value by its tail probability under a null model of
   the 2,000 sessions before the change, and finds the first window ending with 18 nats (the
   least the gate alerts on). Counting values beyond the baseline max (distribution-free)

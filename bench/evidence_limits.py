@@ -1,4 +1,6 @@
-"""How early could *any* test call the ``tail-only`` change? Evidence limits, per null model.
+"""How early could *any* calibrated test call a change? The evidence limits of two scenarios.
+
+``tail_rows``: tail-only. ``location_rows``: context-creep (below).
 
 In ``tail-only``, 3% of one segment's sessions need 4-6x the context; the median stays.
 ADWIN(clock=1) catches half of these changes within ~27 sessions, each time after a single
@@ -110,8 +112,10 @@ def delay(post: Sequence[float], model: Model, nats: float) -> int | None:
     return None
 
 
-def rows(cases: Sequence[tuple[int, str, list[float], int]], baseline_n: int,
-         nats: float = 18.0) -> list[Row]:
+Case = tuple[int, str, list[float], int]  # (seed, metric, the segment's values, change index)
+
+
+def tail_rows(cases: Sequence[Case], baseline_n: int, nats: float = 18.0) -> list[Row]:
     """One row per null model: delays over ``cases`` of (seed, metric, values, change index)."""
     out = []
     for name, model in MODELS.items():
@@ -122,5 +126,59 @@ def rows(cases: Sequence[tuple[int, str, list[float], int]], baseline_n: int,
                        "(not a detector: the limit of the evidence)",
                        f"{len(found)}/{len(delays)} reached; median "
                        f"{statistics.median(found) if found else '-'}; {delays}",
-                       note="bench/tail_limits.py; same order as the delays row"))
+                       note="bench/evidence_limits.py; same order as the delays row"))
+    return out
+
+
+# context-creep: every session's context demand creeps up (6K -> 20K over 6,000 sessions).
+# ADWIN(clock=1) fires on context tokens 132-171 sessions into the ramp. The best a test of
+# location can do on lognormal data is a z-test of the mean of ln x over the windows ending
+# now, with the baseline's mean and sd taken as exact (an oracle: a real test must also
+# estimate them). ``location_rows`` gives the first session at which that scan reaches each
+# of ``LOCATION_NATS``: what ADWIN's detections correspond to, and where a threshold that
+# keeps 1,000,000 steady sessions free of false alarms (18-24 nats) puts the limit.
+LOCATION_NATS = (9.0, 18.0, 24.0)
+
+
+def location_delays(post: Sequence[float], mean: float, sd: float, thresholds: Sequence[float],
+                    min_n: int = 20, horizon: int = 2000) -> list[int | None]:
+    """First index of ``post`` at which some window ending there (``min_n`` values or more)
+    has ``z^2 / 2`` of its mean log(1 + x) against (``mean``, ``sd``) >= each threshold.
+
+    >>> location_delays([1.0] * 30 + [1.5] * 60, math.log(2.0), 0.2, (4.0, 1e9))
+    [41, None]
+    """
+    logs = [math.log1p(x) for x in post[:horizon]]
+    found: list[int | None] = [None] * len(thresholds)
+    scale = 2.0 * sd * sd
+    for t in range(min_n - 1, len(logs)):
+        total, best = 0.0, 0.0
+        for n in range(1, t + 2):
+            total += logs[t + 1 - n]
+            if n >= min_n:
+                best = max(best, (total / n - mean) ** 2 * n / scale)
+        for i, th in enumerate(thresholds):
+            if found[i] is None and best >= th:
+                found[i] = t
+        if None not in found:
+            break
+    return found
+
+
+def location_rows(cases: Sequence[Case], baseline_n: int) -> list[Row]:
+    """One row per threshold of ``LOCATION_NATS``: the oracle's delays over ``cases``."""
+    per_case = []
+    for _, _, xs, cut in cases:
+        base = [math.log1p(x) for x in xs[cut - baseline_n:cut]]
+        per_case.append(location_delays(xs[cut:], statistics.fmean(base),
+                                        statistics.pstdev(base), LOCATION_NATS))
+    out = []
+    for i, nats in enumerate(LOCATION_NATS):
+        delays = [d[i] for d in per_case]
+        found = [d for d in delays if d is not None]
+        out.append(Row("4 Detection", f"context-creep: earliest {nats:g} nats of an oracle "
+                       "z-scan of mean log(1 + x) (not a detector: the limit of the evidence)",
+                       f"{len(found)}/{len(delays)} reached; median "
+                       f"{statistics.median(found) if found else '-'}; {delays}",
+                       note="bench/evidence_limits.py; same order as the delays row"))
     return out
