@@ -117,17 +117,17 @@ Case = tuple[int, str, list[float], int]  # (seed, metric, the segment's values,
 
 def tail_rows(cases: Sequence[Case], baseline_n: int, nats: float = 18.0) -> list[Row]:
     """One row per null model: delays over ``cases`` of (seed, metric, values, change index)."""
-    out = []
-    for name, model in MODELS.items():
-        delays = [delay(xs[cut:], model(xs[cut - baseline_n:cut]), nats)
-                  for _, _, xs, cut in cases]
-        found = [d for d in delays if d is not None]
-        out.append(Row("4 Detection", f"tail-only: earliest {nats:g} nats under a {name} null "
-                       "(not a detector: the limit of the evidence)",
-                       f"{len(found)}/{len(delays)} reached; median "
-                       f"{statistics.median(found) if found else '-'}; {delays}",
-                       note="bench/evidence_limits.py; same order as the delays row"))
-    return out
+    return [_row(f"tail-only: earliest {nats:g} nats under a {name} null",
+                 [delay(xs[cut:], model(xs[cut - baseline_n:cut]), nats) for _, _, xs, cut in cases])
+            for name, model in MODELS.items()]
+
+
+def _row(measure: str, delays: list[int | None]) -> Row:
+    found = [d for d in delays if d is not None]
+    return Row("4 Detection", f"{measure} (not a detector: the limit of the evidence)",
+               f"{len(found)}/{len(delays)} reached; median "
+               f"{statistics.median(found) if found else '-'}; {delays}",
+               note="bench/evidence_limits.py; same order as the delays row")
 
 
 # context-creep: every session's context demand creeps up (6K -> 20K over 6,000 sessions).
@@ -172,13 +172,5 @@ def location_rows(cases: Sequence[Case], baseline_n: int) -> list[Row]:
         base = [math.log1p(x) for x in xs[cut - baseline_n:cut]]
         per_case.append(location_delays(xs[cut:], statistics.fmean(base),
                                         statistics.pstdev(base), LOCATION_NATS))
-    out = []
-    for i, nats in enumerate(LOCATION_NATS):
-        delays = [d[i] for d in per_case]
-        found = [d for d in delays if d is not None]
-        out.append(Row("4 Detection", f"context-creep: earliest {nats:g} nats of an oracle "
-                       "z-scan of mean log(1 + x) (not a detector: the limit of the evidence)",
-                       f"{len(found)}/{len(delays)} reached; median "
-                       f"{statistics.median(found) if found else '-'}; {delays}",
-                       note="bench/evidence_limits.py; same order as the delays row"))
-    return out
+    return [_row(f"context-creep: earliest {nats:g} nats of an oracle z-scan of mean log(1 + x)",
+                 [d[i] for d in per_case]) for i, nats in enumerate(LOCATION_NATS)]

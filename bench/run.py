@@ -222,9 +222,10 @@ FINDINGS = """\
   mean log(1 + x) that takes the baseline's mean and sd as exact (an oracle; the "earliest
   ... nats" rows) reaches 9 nats on context tokens at 139, 173 and 132 sessions, where ADWIN
   fired (139, 171, 132); 18 nats (where a log-location prototype already raised a false
-  pair in 4 x 1,000,000 steady sessions) at 241-281 on the context metrics, and 24 (the
+  pair in 4 x 1,000,000 steady sessions) at 194-281 on the context metrics, and 24 (the
   monitor's log-location threshold) at 276-305.
-  The monitor's 298-305 on them are within 20 sessions of that limit. Two changes of 2026-11-29 brought it from 486: the practical
+  The monitor's 298-305 on them are within 20 sessions of that limit. Two changes of
+  2026-11-29 brought it from 486: the practical
   location threshold went from 25% to 15% (the context metrics had 18 nats ~340 sessions
   into the ramp but moved 25% only later: 339-342), and continuous metrics got a
   log-location test (`app/core/log_location.py`: a scanning z-test of the mean of
