@@ -7,8 +7,11 @@ segment ``lat-k`` with the declared assumption "lat-k: fanout p50 >= 1"; the tra
 segment from its 30th session, so 29 one-span sessions (fan-out 0) go first, and the 30th's
 session_end span is the trigger. Stage 2 releases a session once every span partition's
 watermark has passed it by ``reorder_lateness_s``; the bench sets that to 0.25 s (the default,
-30 s, is a latency floor of 30 s by design), and stage 1's heartbeats come every 128 spans per
-partition, so both are part of the figure.
+30 s, is a latency floor of 30 s by design), and stage 1's heartbeats (every 128 spans of a
+partition, and 0.1 s after the last while it has spans to tell of) are part of the figure.
+At the low rate, a partition's watermark moves only when one of its sessions arrives (a
+4-span session every ~0.4 s per partition): most of that figure is waiting for every
+partition to see an event time past the trigger's plus the lateness.
 """
 
 from __future__ import annotations
@@ -97,24 +100,37 @@ async def _measure(settings, rate: int, trials: int) -> list[float]:
     return latencies
 
 
-def run(base, workdir: Path, *, rate: int = 2000, trials: int = 25) -> tuple[list[Row], dict]:
+def run(base, workdir: Path, *, rate: int = 2000, low_rate: int = 40,
+        trials: int = 25) -> tuple[list[Row], dict]:
+    """At ``rate`` (the goal's steady load) and at ``low_rate`` (a quiet pipeline: every span
+    partition's watermark moves only when one of its few sessions arrives)."""
     path = workdir / "latency-assumptions.yaml"
     path.write_text(assumptions_yaml(trials))
-    settings = fresh(base, "lat", workdir, assumptions_file=path, reorder_lateness_s=LATENESS_S)
-    worker = WorkerProcess(settings, workdir / "latency-worker.log").start()
-    try:
-        worker.wait_ready()
-        lat = asyncio.run(_measure(settings, rate, trials))
-    finally:
-        worker.stop()
+    rows, facts = [], {}
+    for r, goal in ((rate, True), (low_rate, False)):
+        settings = fresh(base, f"lat{r}", workdir, assumptions_file=path,
+                         reorder_lateness_s=LATENESS_S)
+        worker = WorkerProcess(settings, workdir / f"latency-worker-{r}.log").start()
+        try:
+            worker.wait_ready()
+            lat = sorted(asyncio.run(_measure(settings, r, trials)))
+        finally:
+            worker.stop()
+        rows += _rows(lat, r, trials, goal)
+        facts[f"latencies_{r}"] = lat
+    return rows, facts
+
+
+def _rows(lat: list[float], rate: int, trials: int, goal: bool) -> list[Row]:
+    load = f"background {rate:,} spans/s"
     if not lat:
-        return [Row("2 Latency", "span send -> alert", "no alert arrived", "p99 <= 1 s", "MISSED")], {}
-    lat.sort()
+        return [Row("2 Latency", f"span send -> alert ({load})", "no alert arrived",
+                    "p99 <= 1 s" if goal else "", "MISSED" if goal else "")]
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
-    note = (f"{len(lat)}/{trials} trials, background {rate:,} spans/s, reorder_lateness_s="
-            f"{LATENESS_S}; min {lat[0]:.3f} s, max {lat[-1]:.3f} s")
-    rows = [Row("2 Latency", "span send -> alert on loadshape.alerts, p50", f"{p50:.3f} s", note=note),
-            Row("2 Latency", "span send -> alert on loadshape.alerts, p99", f"{p99:.3f} s",
-                "<= 1 s", verdict(p99 <= 1.0 and len(lat) == trials))]
-    return rows, {"latencies": lat}
+    note = (f"{len(lat)}/{trials} trials, {load}, reorder_lateness_s={LATENESS_S}; "
+            f"min {lat[0]:.3f} s, max {lat[-1]:.3f} s")
+    what = "span send -> alert on loadshape.alerts" + ("" if goal else f" at {rate} spans/s")
+    return [Row("2 Latency", f"{what}, p50", f"{p50:.3f} s", note=note),
+            Row("2 Latency", f"{what}, p99", f"{p99:.3f} s", "<= 1 s" if goal else "",
+                verdict(p99 <= 1.0 and len(lat) == trials) if goal else "")]

@@ -7,8 +7,9 @@ live per-partition states (``stage1_partition``). It runs as a service of the Fa
 same event loop, started and stopped with it; stage 2 and the rest stay Faust agents.
 
 Delivery, per partition: the loop sends what a batch produced (sessions, heartbeats, dead
-letters, re-keyed spans); every ``stage1_checkpoint_spans`` spans or ``stage1_checkpoint_s``
-seconds it waits for those sends' acks, then writes the changed states and the meta record
+letters, re-keyed spans) and, ``HEARTBEAT_AFTER_S`` after the last, a heartbeat of the spans
+folded since; every ``stage1_checkpoint_spans`` spans or ``stage1_checkpoint_s`` seconds it
+waits for those sends' acks, then writes the changed states and the meta record
 (watermark, last offset) to the state topic (``session_store``), waits for those acks, and
 only then commits the consumer offset. On assignment a partition is restored from the state
 topic and read again from the offset after its meta record (from its beginning if it has
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 MAX_RECORDS = 4000  # per getmany: a batch is folded without yielding to stage 2 in between
 POLL_MS = 200
 LAG_EVERY_S = 5.0
+# a partition's watermark reaches stage 2 at least this often while it has spans to tell of
+# (besides every HEARTBEAT_EVERY spans): at low traffic, or at the end of the input, sessions
+# are released after reorder_lateness_s plus about this, not after 128 more spans
+HEARTBEAT_AFTER_S = 0.1
 
 
 class BatchStage1(Service):
@@ -47,6 +52,7 @@ class BatchStage1(Service):
         self.folds: dict[int, PartitionFold] = {}
         self.pending: dict[int, list[asyncio.Future]] = {}
         self.checkpointed_at: dict[int, float] = {}
+        self.beat_at: dict[int, float] = {}  # partition -> monotonic time of its last flush
         self.lock = asyncio.Lock()
         self.rebalancing = True  # until the first assignment
         self.consumer = self.producer = self.store = None
@@ -110,6 +116,7 @@ class BatchStage1(Service):
                     return
                 await self._adopt_unowned()
                 await self._fold(batch)
+                await self._flush_heartbeats()
                 await self._maybe_checkpoint()
             await asyncio.sleep(0)  # let stage 2 and the group heartbeat run
 
@@ -129,6 +136,15 @@ class BatchStage1(Service):
         if now - self._lag_at >= LAG_EVERY_S:
             self._lag_at = now
             self._publish_lag()
+
+    async def _flush_heartbeats(self) -> None:
+        now = time.monotonic()
+        for p, fold in list(self.folds.items()):
+            if fold.since_heartbeat and now - self.beat_at.get(p, 0.0) >= HEARTBEAT_AFTER_S:
+                self.beat_at[p] = now
+                out: list[Send] = []
+                fold.flush_heartbeat(out)
+                await self._send(p, out)
 
     async def _send(self, partition: int, out: list[Send]) -> None:
         futures = self.pending.setdefault(partition, [])

@@ -3,9 +3,10 @@
 No Kafka here. ``handle`` folds one record and appends what must be sent, in order, to
 ``out``: dead letters, re-keyed spans, closed ``SessionShape``s (key: segment) and, every
 ``HEARTBEAT_EVERY`` spans, the partition's event-time watermark to every stage-2 partition
-(after the sessions it covers). ``checkpoint_records`` gives what changed since the last
-checkpoint (see ``session_store``); the shell writes it only once everything ``handle`` asked
-to send is acknowledged, so a closed session's tombstone never precedes its session record.
+(after the sessions it covers); ``flush_heartbeat`` sends one between those when the shell's
+clock says so. ``checkpoint_records`` gives what changed since the last checkpoint (see
+``session_store``); the shell writes it only once everything ``handle`` asked to send is
+acknowledged, so a closed session's tombstone never precedes its session record.
 
 Per span, exactly as ``app.replay`` does per file: fold (idempotent by span id), then close
 the sessions that went idle in event time (this partition's watermark), then heartbeat.
@@ -104,6 +105,14 @@ class PartitionFold:
             self.metrics.count_session_closed(shape.closed_by)
             out.append((self.topic_sessions, shape.segment.key.encode(),
                         shape.model_dump_json().encode(), None))
+
+    def flush_heartbeat(self, out: list[Send]) -> None:
+        """Heartbeat now if spans were folded since the last one: the shell calls this on a
+        processing-time schedule, so a partition with little traffic (or at the end of its
+        input) does not hold its watermark back for up to ``HEARTBEAT_EVERY`` spans."""
+        if self.since_heartbeat:
+            self.since_heartbeat = 0
+            self._heartbeat(out)
 
     def _heartbeat(self, out: list[Send]) -> None:
         """Tell every stage-2 partition how far this partition's event time has come."""

@@ -3,6 +3,7 @@ checkpoints (app.stream.session_store).
 
 * one partition publishes exactly the sessions an offline replay closes;
 * heartbeats: the current wire format, every HEARTBEAT_EVERY spans, to every stage-2 partition;
+  a flushed one (the shell's processing-time schedule) only when spans were folded since;
 * bad records are dead-lettered with partition/offset, mis-keyed ones re-published;
 * a crash anywhere -- also in the middle of writing a checkpoint -- followed by a restore from
   the state records and a re-read from the meta offset publishes the same sessions as an
@@ -92,6 +93,28 @@ def test_heartbeats_keep_the_wire_format_and_follow_the_sessions_they_cover():
         for topic, key, v, _ in out[:i]:
             if topic == SETTINGS.topic_sessions and key != WATERMARK_KEY:
                 assert orjson.loads(v)["end_time_unix_nano"] <= wm
+
+
+def test_a_flushed_heartbeat_carries_the_watermark_of_every_span_folded_so_far():
+    fold = PartitionFold(2, SETTINGS, SessionStep.from_settings(SETTINGS), metrics())
+    records = by_partition(workload(), 4)[2][:HEARTBEAT_EVERY + 5]
+    out: list = []
+    fold.flush_heartbeat(out)
+    assert out == []  # nothing folded yet: nothing to tell
+    fold_all(fold, records[:7], out)
+    assert not [k for _, k, _, _ in out if k == WATERMARK_KEY]
+    fold.flush_heartbeat(out)
+    beats = [(v, part) for _, k, v, part in out if k == WATERMARK_KEY]
+    assert [part for _, part in beats] == list(range(SETTINGS.sessions_partitions))
+    assert {orjson.loads(v)["wm"] for v, _ in beats} == {fold.live.watermark} and fold.live.watermark
+    assert fold.since_heartbeat == 0
+    again: list = []
+    fold.flush_heartbeat(again)
+    assert again == []  # no span since: no repeat
+    # the regular heartbeat counts from the flush: 128 spans after it, not after the start
+    fold_all(fold, records[7:], again)
+    assert len([k for _, k, _, _ in again if k == WATERMARK_KEY]) == 0
+    assert fold.since_heartbeat == HEARTBEAT_EVERY - 2
 
 
 def test_bad_records_are_dead_lettered_and_miskeyed_ones_rekeyed():
