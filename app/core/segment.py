@@ -40,6 +40,7 @@ from app.core import metricwatch
 from app.core.alerts import drift_alert, resolved_alert
 from app.core.metricwatch import MetricState, Origin
 from app.core.monitor_config import MonitorConfig
+from app.core.sketch import Sketch
 from app.core.stats import MetricStats
 from schemas.alert import Alert
 from schemas.common import Segment
@@ -55,18 +56,22 @@ class SegmentState:
     sessions: int = 0  # sessions folded
     last_ns: int = 0  # latest event time seen
     metrics: dict[str, MetricState] | None = None
+    # sessions folded before the latest confirmed change began (None: no change seen)
+    changed_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": STATE_VERSION, "segment": self.segment.model_dump(),
                 "sessions": self.sessions, "last_ns": self.last_ns,
-                "metrics": {m: s.to_dict() for m, s in (self.metrics or {}).items()}}
+                "metrics": {m: s.to_dict() for m, s in (self.metrics or {}).items()},
+                "changed_at": self.changed_at}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SegmentState:
         if d.get("v") != STATE_VERSION:
             raise ValueError(f"unsupported segment state version {d.get('v')!r}")
         return cls(Segment(**d["segment"]), d["sessions"], d["last_ns"],
-                   {m: MetricState.from_dict(s) for m, s in d["metrics"].items()})
+                   {m: MetricState.from_dict(s) for m, s in d["metrics"].items()},
+                   d.get("changed_at"))  # absent from older state: no change seen
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -117,6 +122,7 @@ class SegmentMonitor:
             if out is not None:
                 alerts.append(self._alert(state.segment, name, out, shape))
                 if out.kind == "drift":
+                    state.changed_at = max(0, state.sessions - out.verdict.window)
                     for other in metrics.values():
                         metricwatch.hint(other, out.verdict.window)
         return state, alerts
@@ -138,6 +144,34 @@ class SegmentMonitor:
         for name in state.metrics or {}:
             st = self.metric_stats(state, name, window)
             if st is not None:
+                out[name] = st
+        return out
+
+    def recent_stats(self, state: SegmentState, min_n: int = 30) -> dict[str, MetricStats]:
+        """Per metric: the stats a recalibration acts on. Since the segment's latest confirmed
+        change began (the last as many values as sessions since, but at least ``min_n``: the
+        recalibrator judges no fewer, ``RecalibratorConfig.min_samples``), while the current
+        window still holds sessions from before it: 30 sessions into a change, a window of
+        1,024 is 97% the old shape, and a policy cut to that would be cut to the old
+        workload. The current window once it is all new.
+
+        >>> mon = SegmentMonitor(MonitorConfig(baseline_n=200, rebaseline_n=200))
+        >>> st = mon.initial(Segment(agent="support"))
+        >>> for i in range(300):
+        ...     st, _ = mon.fold(st, SessionShape(
+        ...         session_id=f"s{i}", segment=Segment(agent="support"), spans=5,
+        ...         start_time_unix_nano=i, end_time_unix_nano=i + 1, closed_by="session_end",
+        ...         fanout=3 + i % 3 if i < 250 else 11 + i % 3))
+        >>> st.sessions - st.changed_at, mon.recent_stats(st)["fanout"].p50, mon.stats(st)["fanout"].p50
+        (50, 12.0, 4.0)
+        """
+        cfg = self.config
+        since = None if state.changed_at is None else max(state.sessions - state.changed_at, min_n)
+        out = {}
+        for name, ms in (state.metrics or {}).items():
+            if since is not None and since < ms.window.n:
+                out[name] = Sketch.of(ms.window.last(since), cfg.rel_acc, cfg.max_buckets).stats()
+            elif (st := ms.window.stats()) is not None:
                 out[name] = st
         return out
 

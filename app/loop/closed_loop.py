@@ -8,8 +8,9 @@ arrival order:
    an ``AssumptionTracker``), so the loop knows exactly what a live worker would know then;
 2. new alerts mark the policy *pending*; a pending policy is recalibrated
    (``app.loop.recalibrator.recalibrate``) as soon as it is out of the recalibrator's
-   cool-down, from the stage-2 monitor's current-window stats of each segment (the
-   distributions the tracker judged), then signed and offered to the gateway as raw bytes
+   cool-down, from the stage-2 monitor's ``recent_stats`` of each segment (the current
+   window, or the sessions since the segment's latest confirmed change while the window
+   still holds older ones), then signed and offered to the gateway as raw bytes
    (signature, version and guardrails are checked exactly as live);
 3. the session is generated with ``gateway.route`` as its router: every LLM call of the
    session is routed by the policy served when the session starts.
@@ -172,8 +173,8 @@ class ClosedLoop:
                                         verdict.reason, changes, tuple(rec.cause)))
 
     def stats(self) -> dict[str, dict[str, MetricStats]]:
-        """Segment key -> metric -> stats of the stage-2 monitor's current window."""
-        return {key: self.monitor.stats(entry.monitor)
+        """Segment key -> metric -> the stage-2 monitor's ``recent_stats``."""
+        return {key: self.monitor.recent_stats(entry.monitor)
                 for key, entry in sorted(self.replayer.segments.items())}
 
 

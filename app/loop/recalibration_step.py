@@ -1,8 +1,9 @@
 """The live recalibration step: per policy, fold segment updates from stage 2 into a proposal.
 
 Stage 2 sends, keyed by policy id, a ``SegmentUpdate`` whenever a segment raised alerts and
-every so many sessions: the segment's current-window stats and its new alerts. This step
-keeps the latest stats per segment, the recent alerts, the policy it last published and the
+every so many sessions: the segment's stats (``SegmentMonitor.recent_stats``: since its
+latest confirmed change while the current window still holds older sessions) and its new
+alerts. This step keeps the latest stats per segment, the recent alerts, the policy it last published and the
 recalibrator's cool-down state, all as plain data (it lives in a Faust table), and returns a
 signed recalibration when the recalibrator proposes one.
 """

@@ -320,7 +320,7 @@ class Stage2:
         monitor = result.entry.monitor
         if result.alerts or monitor.sessions % UPDATE_EVERY < len(result.released):
             at = max(s.end_time_unix_nano for s in result.released)
-            stats = self.step.monitor.stats(monitor)
+            stats = self.step.monitor.recent_stats(monitor)
             await self.updates(SegmentUpdate.of(seg_key, at, stats, result.alerts))
 
     def _gauges(self, seg_key: str, result) -> None:

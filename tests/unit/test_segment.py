@@ -116,6 +116,27 @@ def test_stats_current_and_baseline():
         mon.stats(state, "p99")
 
 
+def test_recent_stats_describe_the_sessions_since_the_change():
+    """A recalibration acts on ``recent_stats``: the new shape as soon as a drift is confirmed,
+    not a window that is mostly the old one; the current window once it is all new."""
+    shapes = sessions(3700)
+    mon = SegmentMonitor()
+    state, alerts = fold_all(shapes[:2640], mon)
+    assert [a for a in alerts if a.kind == "drift"] and state.changed_at is not None
+    since = state.sessions - state.changed_at
+    assert 2600 - 5 <= state.changed_at <= 2600 + 5 and since < 1024
+    recent, window = mon.recent_stats(state), mon.stats(state)
+    assert recent["fanout"].n == max(since, 30) and window["fanout"].n == 1024
+    assert recent["fanout"].p50 >= 9 and window["fanout"].p50 == 3
+    assert recent["context_tokens"].p50 > 30_000 > window["context_tokens"].p50
+    restored = orjson.loads(orjson.dumps(state.to_dict()))
+    assert mon.recent_stats(SegmentState.from_dict(restored)) == recent
+    del restored["changed_at"]  # state written before the field existed: no change known
+    assert mon.recent_stats(SegmentState.from_dict(restored)) == window
+    later, _ = fold_all(shapes[2640:], mon, state)
+    assert mon.recent_stats(later) == mon.stats(later)  # the window is all new by now
+
+
 def test_wrong_segment_and_bad_state_are_refused():
     mon = SegmentMonitor()
     with pytest.raises(ValueError):

@@ -5,8 +5,9 @@
   a replay-like transcript over a fixed workload, generated with the stage-2 modules of commit
   5fff25f, before the change, by running this file as a script; regenerated since when the
   gate's exact short-window test made alerts earlier by design, when a metric's state
-  gained its change hint, and when the log-location test made a context_utilization alert
-  come earlier, before three other metrics' alerts), and equal the bytes of the same entry
+  gained its change hint, when the log-location test made a context_utilization alert
+  come earlier, before three other metrics' alerts, and when a segment's state gained
+  ``changed_at``, its alerts unchanged), and equal the bytes of the same entry
   holding plain data (the old representation).
 * ``RollingWindow.read`` is ``stats().get`` bit for bit; the tracker's incremental ``observe``
   is the straightforward one (kept below as the reference); ADWIN called directly is
