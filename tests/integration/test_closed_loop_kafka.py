@@ -56,7 +56,11 @@ def test_signed_recalibration_raises_support_cap_and_routes_complex_work_up(loop
 
 def test_gateway_applies_it_and_misroutes_fall(loop_run):
     report, _, _ = loop_run
-    rates = report.rates()
+    rates, initially = report.rates(), report.rates(initial=True)
     assert report.to_dict()["recalibrations_applied"] >= 1
-    assert rates["after_change_before_recalibration"] > 0.1
-    assert rates["after_recalibration"] <= 0.2 * rates["after_change_before_recalibration"]
+    assert report.counts["after_recalibration"][0] >= 300
+    # paired: the sessions routed by a recalibrated policy, had the initial one routed them
+    # (between change and recalibration there may be only a few dozen sessions to measure)
+    assert initially["after_recalibration"] > 0.1
+    assert rates["after_recalibration"] <= 0.2 * initially["after_recalibration"]
+    assert initially["before_change"] == rates["before_change"]
