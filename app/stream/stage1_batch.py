@@ -250,6 +250,7 @@ class BatchStage1(Service):
             self.folds.pop(p, None)
             self.pending.pop(p, None)
             self.checkpointed_at.pop(p, None)
+            self.beat_at.pop(p, None)
 
     async def _reset(self, partitions: set[int]) -> None:
         self._drop(partitions)
