@@ -33,6 +33,7 @@ from river.drift import ADWIN
 
 from app.core import reorder
 from app.core.drift import _EMPTY_BAND, AdwinDetector, QuantileCusum, Signal
+from app.core.metricwatch import MetricState, Origin, observe
 from app.core.reference import Reference
 from app.core.segment import MonitorConfig, SegmentMonitor
 from app.core.session import SessionValues
@@ -423,6 +424,24 @@ def test_adwin_detector_is_adwin_update(seed):
         assert det.estimation == plain.estimation
     assert hits
     assert pickle.dumps(det._adwin) == pickle.dumps(plain)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_observe_adwin_is_adwin_update(seed):
+    # observe runs AdwinDetector.update inline: the same river state after every value
+    rng = random.Random(seed)
+    cfg = MonitorConfig(baseline_n=200, rebaseline_n=200)
+    st, plain = MetricState.initial(cfg), ADWIN(delta=cfg.adwin_delta, clock=cfg.adwin_clock)
+    hits = 0
+    for i in range(3000):
+        x = rng.gauss(3 if (i // 700) % 2 else 9, 1) if seed % 2 else float(rng.randint(0, 5) + i // 1000)
+        observe(st, abs(x), "fanout", Origin("seg", f"s{i}", i, i), cfg)
+        plain.update(abs(x))
+        adwin = st.free[0]._adwin
+        assert (adwin.drift_detected, adwin.width) == (plain.drift_detected, plain.width)
+        hits += plain.drift_detected
+    assert hits
+    assert pickle.dumps(st.free[0]._adwin) == pickle.dumps(plain)
 
 
 def test_quantile_cusum_update_key_is_update():
