@@ -84,18 +84,21 @@ class Replayer:
         live, result = self.live, self.result
         fold_open, idle = live.fold_open, live.idle
         timeout = live.step.idle_timeout_ns
-        for span in spans:
-            result.spans += 1
-            res = fold_open(span)  # None: added to its open session (nothing to publish)
-            if res is not None:
-                if res.closed is not None:
-                    self._segment(res.closed)
-                elif res.outcome == "late":
-                    result.late_spans += 1
-            if idle.earliest_ns < live.watermark - timeout:  # live.expire()'s early-out, inline
-                for _, res in live.expire():
+        n = 0  # spans taken so far (counted once per call: an attribute update per span costs)
+        try:
+            for n, span in enumerate(spans, 1):  # noqa: B007 - n is read after the loop
+                res = fold_open(span)  # None: added to its open session (nothing to publish)
+                if res is not None:
                     if res.closed is not None:
                         self._segment(res.closed)
+                    elif res.outcome == "late":
+                        result.late_spans += 1
+                if idle.earliest_ns < live.watermark - timeout:  # live.expire()'s early-out
+                    for _, res in live.expire():
+                        if res.closed is not None:
+                            self._segment(res.closed)
+        finally:  # a span that raised counts, as it did when counted before its fold
+            result.spans += n
 
     def _segment(self, shape: SessionValues) -> None:
         self.result.sessions += 1
