@@ -51,6 +51,8 @@ from app.core.reference import Reference
 from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
 from app.core.windows import RollingWindow
 
+_INF, _log, _ceil = math.inf, math.log, math.ceil  # module globals: per value, no attribute
+_TICKING = episodes.TICKING
 SEGMENT_CHANGE = "segment_change"  # detector named by alerts that ``corroborate`` confirmed
 
 
@@ -137,12 +139,12 @@ class MetricState:
 def observe(st: MetricState, x: float, metric: str, origin: Origin,
             cfg: MonitorConfig) -> Outcome | None:
     """Fold one value of ``metric`` into ``st``; the alert-worthy outcome, if any."""
-    if not 0.0 <= x < math.inf:  # before anything changes: a bad value leaves st untouched
+    if not 0.0 <= x < _INF:  # before anything changes: a bad value leaves st untouched
         raise ValueError(f"{metric}: values must be finite and >= 0, got {x!r}")
     st.n += 1
     window = st.window
     inv_ln = window.sketch._inv_ln
-    key = ZERO_KEY if x < MIN_VALUE else math.ceil(math.log(x) * inv_ln)  # sketch.key(x)
+    key = ZERO_KEY if x < MIN_VALUE else _ceil(_log(x) * inv_ln)  # sketch.key(x)
     window.add_keyed(x, key)
     signals = None  # plain loops, a list only when a detector signals (rare)
     for det in st.free:
@@ -182,7 +184,7 @@ def observe(st: MetricState, x: float, metric: str, origin: Origin,
         st, signals or (), metric, origin, cfg)
     if out is None and st.change_hint is not None:
         out = _corroborate(st, x, metric, origin, cfg)
-    if st.episode.phase in episodes.TICKING:  # tick changes nothing in any other phase
+    if st.episode.phase in _TICKING:  # tick changes nothing in any other phase
         ep, closed = episodes.tick(st.episode, n=st.n, ns=origin.now, cfg=cfg.episodes)
         st.episode = ep
         if closed is not None:
