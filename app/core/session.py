@@ -147,7 +147,8 @@ def fold(state: SessionState | None, span: SpanEvent) -> SessionState:
         state.start_ns = start
     if end > state.end_ns:
         state.end_ns = end
-    if start < state.seg_start_ns or (start == state.seg_start_ns and sid < state.seg_span_id):
+    # (start, sid) < (seg start, seg id), with one int comparison when start is later (usual)
+    if start <= state.seg_start_ns and (start < state.seg_start_ns or sid < state.seg_span_id):
         state.agent, state.task_type = span.agent, span.task_type
         state.seg_start_ns, state.seg_span_id = start, sid
     if span.attempt > 1:

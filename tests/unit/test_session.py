@@ -124,6 +124,12 @@ def test_segment_comes_from_earliest_span_whatever_the_order():
     for order in ([late_root, child], [child, late_root]):
         shape = close(fold_all(order), "flush")
         assert shape.segment.agent == "dev" and shape.segment.task_type == "fix"
+    # a tie on start: the smaller span id, whatever came first
+    a1 = span("a1", agent="first", start_time_unix_nano=7)
+    b1 = span("b1", agent="second", start_time_unix_nano=7)
+    later = span("c1", agent="third", start_time_unix_nano=8)
+    for order in ([a1, b1, later], [b1, a1, later], [later, b1, a1], [b1, later, a1]):
+        assert close(fold_all(order), "flush").segment.agent == "first"
 
 
 def test_other_session_is_refused():
