@@ -97,7 +97,8 @@ class RollingWindow:
             same = False
         ring[pos] = x
         self._keys[pos] = k
-        stored = ring[pos]  # float(x)
+        # float(x) as the ring holds it: x itself when a float (bit for bit), without a read
+        stored = x if x.__class__ is float else ring[pos]
         self.pos = (pos + 1) % len(ring)
         if x < MIN_VALUE:
             if not same:

@@ -144,6 +144,28 @@ def test_rolling_window_is_the_last_w_values(shape):
     assert back.stats() == st_ and back.to_dict() == w.to_dict()
 
 
+class _F(float):
+    """A float the window does not take as one: it reads the value back from its ring."""
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_add_of_a_float_is_the_ring_read_back(seed):
+    # add_keyed keeps a float x itself rather than reading it back: the same state, bit for bit
+    rng = np.random.default_rng(seed)
+    pool = [0.0, -0.0, 1.0, 2.0, 2.5, 3.0, 1e-12, 7.25, 40.0, 1e9]
+    xs = [pool[i] for i in rng.integers(0, len(pool), 3000)]
+    a, b = RollingWindow(64), RollingWindow(64)
+    for i, x in enumerate(xs):
+        a.add(x)
+        b.add(_F(x))
+        if i % 13 == 0:
+            assert a.stats() == b.stats() and a.read("p99") == b.read("p99")
+        assert [math.copysign(1.0, v) for v in (a.lo, a.hi)] == \
+            [math.copysign(1.0, v) for v in (b.lo, b.hi)]
+        assert (a.lo, a.hi, a.nonint) == (b.lo, b.hi, b.nonint)
+    assert orjson.dumps(a.to_dict()) == orjson.dumps(b.to_dict())
+
+
 def test_window_bytes_do_not_depend_on_reads():
     a, b = RollingWindow(50), RollingWindow(50)
     for i, x in enumerate(heavy("lognormal", 500, 8).tolist()):
