@@ -31,8 +31,7 @@ No Kafka, no clock: time is the spans' own.
 from __future__ import annotations
 
 from app.core.idle import IdleIndex
-from app.core.session import SessionState
-from app.core.session import fold as fold_span
+from app.core.session import SessionState, fold_new
 from app.core.stage1 import Entry, SessionStep, StepResult
 
 
@@ -69,10 +68,9 @@ class LiveSessions:
         # Once per span, so kept flat: a new span of a live open session is folded right
         # here (``SessionStep.apply`` would fold it the same way); the rest goes through it.
         if entry.__class__ is SessionState and not entry.closed and not span.session_end:
-            before = len(entry.parents)
-            fold_span(entry, span)  # in place; it stays open (no session_end)
-            if len(entry.parents) == before:
+            if span.span_id in entry.parents:
                 return StepResult(entry, None, "duplicate", entry.end_ns)
+            fold_new(entry, span)  # in place (found by its session id); it stays open
             return None  # its last event can only have moved later: no idle.touch needed
         result = self.step.apply(entry, span)
         outcome = result.outcome

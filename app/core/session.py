@@ -130,18 +130,26 @@ def fold(state: SessionState | None, span: SpanEvent) -> SessionState:
     span would cost more than the fold itself. ``span`` is a ``SpanEvent`` or anything with
     its fields (``schemas.fastspan.SpanRecord``). Runs once per span: kept flat on purpose.
     """
+    sid = span.span_id
+    if state is None:  # empty; the span itself is added below
+        start = span.start_time_unix_nano
+        state = SessionState(span.session_id, span.agent, span.task_type, start, sid, start,
+                             span.end_time_unix_nano)
+    elif span.session_id != state.session_id:
+        raise ValueError(f"span of session {span.session_id!r} folded into {state.session_id!r}")
+    elif sid in state.parents:
+        return state
+    return fold_new(state, span)
+
+
+def fold_new(state: SessionState, span: SpanEvent) -> SessionState:
+    """``fold`` of a span its caller knows to be of ``state``'s session and new to it (an
+    open session's next span, once per span: the caller has made both checks already)."""
     start = span.start_time_unix_nano
     end = span.end_time_unix_nano
     sid = span.span_id
-    if state is None:  # empty; the span itself is added below
-        state = SessionState(span.session_id, span.agent, span.task_type, start, sid, start, end)
-    elif span.session_id != state.session_id:
-        raise ValueError(f"span of session {span.session_id!r} folded into {state.session_id!r}")
-    parents = state.parents
-    if sid in parents:
-        return state
     parent = span.parent_span_id or NO_PARENT
-    parents[sid] = parent
+    state.parents[sid] = parent
     # times, and the segment from the earliest span by (start, span id)
     if start < state.start_ns:
         state.start_ns = start

@@ -39,3 +39,26 @@ def test_expire_closes_what_is_idle_in_last_event_order(seed):
         assert len(live.idle) == len(live.entries)
         assert all(e.last_event_ns >= limit for e in live.entries.values())
     assert any(isinstance(e, SessionState) for e in live.entries.values())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fold_is_the_step_apply_reference(seed):
+    # fold's in-place path for a live open session (fold_new, its own duplicate check) gives
+    # the outcomes and state bytes SessionStep.apply gives, replayed span ids included
+    rng = random.Random(seed)
+    step = SessionStep(idle_timeout_ns=10**9)
+    live, ref = LiveSessions(step), {}
+    sent: list[SpanEvent] = []
+    for _ in range(2000):
+        if sent and rng.random() < 0.2:
+            span = rng.choice(sent)  # a replay
+        else:
+            sid = f"s{rng.randint(0, 30)}"
+            span = _span(rng, sid, rng.randint(0, 400), rng.randint(0, 10**6))
+            sent.append(span)
+        got = live.fold(span)
+        want = step.apply(ref.get(span.session_id), span)
+        if want.entry is not None and want.outcome != "late":
+            ref[span.session_id] = want.entry
+        assert (got.outcome, got.last_event_ns) == (want.outcome, want.last_event_ns)
+        assert live.entries[span.session_id].to_bytes() == ref[span.session_id].to_bytes()
