@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -47,7 +48,13 @@ class SegmentEntry:
     # below it is already in the state (exactly-once results from at-least-once input)
     applied: dict[int, int] = field(default_factory=dict)
     # session id -> end time of the latest RECENT_SESSIONS sessions accepted, oldest first
-    recent: dict[str, int] = field(default_factory=dict)
+    # (ordered: the oldest goes in O(1); a dict's first key is found by a scan over the slots
+    # its deletions left, until it is resized)
+    recent: OrderedDict[str, int] = field(default_factory=OrderedDict)
+
+    def __post_init__(self) -> None:
+        if self.recent.__class__ is not OrderedDict:
+            self.recent = OrderedDict(self.recent)
 
     def seen(self, partition: int, offset: int) -> bool:
         return offset <= self.applied.get(partition, -1)
@@ -119,7 +126,7 @@ class SegmentStep:
         return SegmentEntry(reorder.ReorderState.from_dict(d["reorder"]),
                             SegmentState.from_dict(d["monitor"]), TrackerState.from_dict(d["tracker"]),
                             {int(p): o for p, o in d.get("applied", {}).items()},
-                            dict(d.get("recent", ())))
+                            OrderedDict(d.get("recent", ())))
 
     # --- steps ------------------------------------------------------------------------
     def apply(self, entry: SegmentEntry | None, shape: SessionShape | SessionValues,
@@ -228,7 +235,7 @@ def _duplicate(entry: SegmentEntry, shape: SessionShape) -> bool:
     recent.pop(sid, None)  # a reused id with another end time is a new session
     recent[sid] = end
     if len(recent) > RECENT_SESSIONS:
-        del recent[next(iter(recent))]
+        recent.popitem(last=False)
     return False
 
 

@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import random
+from collections import OrderedDict
+
 from app.core import session as core
 from app.core.stage1 import SessionStep
-from app.core.stage2 import RECENT_SESSIONS, SegmentStep
+from app.core.stage2 import RECENT_SESSIONS, SegmentEntry, SegmentStep
 from app.settings import Settings
 from schemas.common import Segment
 from schemas.session import SessionShape
@@ -41,6 +44,28 @@ def test_stage2_remembers_a_bounded_number_of_sessions():
     for i in range(RECENT_SESSIONS + 10):
         entry = step.apply(entry, shape(i), WM).entry
     assert len(entry.recent) == RECENT_SESSIONS and "s0" not in entry.recent
+
+
+def test_recent_sessions_are_those_a_plain_dict_would_keep():
+    # ``recent`` is ordered (the oldest goes in O(1)): it holds what the first version, a
+    # plain dict losing its first key, held, in the same order, also across dump / load
+    rng = random.Random(3)
+    step = SegmentStep.from_settings(Settings())
+    entry, plain = None, {}
+    for n in range(3 * RECENT_SESSIONS):
+        i, end = rng.randint(0, 2 * RECENT_SESSIONS), rng.choice([None, 7])
+        s = shape(i, end)
+        if plain.get(s.session_id) != s.end_time_unix_nano:
+            plain.pop(s.session_id, None)
+            plain[s.session_id] = s.end_time_unix_nano
+            if len(plain) > RECENT_SESSIONS:
+                del plain[next(iter(plain))]
+        entry = step.apply(entry, s, WM).entry
+        if n % 500 == 0:
+            entry = step.load(step.dump(entry))
+        assert list(entry.recent.items()) == list(plain.items())
+    assert SegmentEntry(entry.buffer, entry.monitor, entry.tracker, recent=dict(plain)).recent \
+        .__class__ is OrderedDict  # a plain dict passed in is taken as ordered
 
 
 def span(sid: str, end: bool = False) -> SpanEvent:
