@@ -82,29 +82,15 @@ class Replayer:
     def feed_many(self, spans: Iterable[SpanEvent | SpanRecord]) -> None:
         """``feed`` each of ``spans`` in turn (one call per decoded block, not per span)."""
         live, result = self.live, self.result
-        fold_open, idle = live.fold_open, live.idle
-        timeout = live.step.idle_timeout_ns
-        n = 0  # spans taken so far (counted once per call: an attribute update per span costs)
-        # idle.earliest_ns + timeout, recomputed only when the index's earliest time changed
-        # (rarely): one int comparison per span instead of a subtraction and a comparison
-        earliest = due = None
+        spans = spans if spans.__class__ is list or spans.__class__ is tuple else list(spans)
         try:
-            for n, span in enumerate(spans, 1):  # noqa: B007 - n is read after the loop
-                res = fold_open(span)  # None: added to its open session (nothing to publish)
-                if res is not None:
-                    if res.closed is not None:
-                        self._segment(res.closed)
-                    elif res.outcome == "late":
-                        result.late_spans += 1
-                if idle.earliest_ns is not earliest:
-                    earliest = idle.earliest_ns
-                    due = earliest + timeout
-                if due < live.watermark:  # live.expire()'s early-out
-                    for _, res in live.expire():
-                        if res.closed is not None:
-                            self._segment(res.closed)
-        finally:  # a span that raised counts, as it did when counted before its fold
-            result.spans += n
+            for res in live.fold_each(spans):  # closed sessions, late spans, expiries
+                if res.closed is not None:
+                    self._segment(res.closed)
+                elif res.outcome == "late":
+                    result.late_spans += 1
+        finally:  # counted once per call (an attribute update per span costs)
+            result.spans += len(spans)
 
     def _segment(self, shape: SessionValues) -> None:
         self.result.sessions += 1

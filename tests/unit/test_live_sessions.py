@@ -62,3 +62,31 @@ def test_fold_is_the_step_apply_reference(seed):
             ref[span.session_id] = want.entry
         assert (got.outcome, got.last_event_ns) == (want.outcome, want.last_event_ns)
         assert live.entries[span.session_id].to_bytes() == ref[span.session_id].to_bytes()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fold_each_is_fold_open_then_expire(seed):
+    # the in-line path of fold_each (and its cached idle due time) yields what fold_open and
+    # expire give span by span: the same results in the same order, the same entries
+    rng = random.Random(seed)
+    step = SessionStep(idle_timeout_ns=TIMEOUT)
+    a, b = LiveSessions(step), LiveSessions(step)
+    spans, t = [], 0
+    for i in range(3000):
+        t += rng.randint(0, 6)
+        if spans and rng.random() < 0.1:
+            spans.append(rng.choice(spans))  # a replay: duplicate, or late after its close
+            continue
+        sid = f"s{rng.randint(0, 40)}"
+        spans.append(_span(rng, sid, i, max(0, t - rng.randint(0, 20))))
+    got = [(r.outcome, r.last_event_ns) for r in a.fold_each(spans)]
+    want = []
+    for span in spans:
+        res = b.fold_open(span)
+        if res is not None:
+            want.append((res.outcome, res.last_event_ns))
+        want += [(r.outcome, r.last_event_ns) for _, r in b.expire()]
+    assert got == want and {o for o, _ in got} >= {"duplicate", "late", "closed", "expired"}
+    assert a.watermark == b.watermark
+    assert {s: e.to_bytes() for s, e in a.entries.items()} == \
+        {s: e.to_bytes() for s, e in b.entries.items()}
