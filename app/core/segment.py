@@ -111,8 +111,11 @@ class SegmentMonitor:
         origin = Origin(key, shape.session_id, shape.end_time_unix_nano, state.last_ns)
         alerts: list[Alert] = []
         observe = metricwatch.observe
+        # the field values by name: a SessionShape's (pydantic keeps them in __dict__) or a
+        # SessionValues' (its __dict__ is the fields): a dict read, not a getattr, per metric
+        values = shape.__dict__
         for name in METRICS:
-            value = getattr(shape, name)  # shape.metric(name), inline
+            value = values[name]  # shape.metric(name), inline
             if value is None:
                 continue
             ms = metrics.get(name)
