@@ -212,17 +212,20 @@ class Sketch:
     def value_of(self, k: int) -> float:
         """Representative value of bucket ``k``, clamped to [min, max]."""
         if k == ZERO_KEY:
-            return min(max(0.0, self.lo), self.hi)
-        rep = self._reps.get(k)
-        if rep is None:
-            v = 2.0 * math.exp(k / self._inv_ln) / (1.0 + math.exp(1.0 / self._inv_ln))
-            rep = self._reps[k] = [v, None]
-        v = rep[0]
-        if self.integral and k != self.floor:
-            if rep[1] is None:
-                rep[1] = self._snap(k, v)
-            v = rep[1]
-        return min(max(v, self.lo), self.hi)
+            v = 0.0
+        else:
+            rep = self._reps.get(k)
+            if rep is None:
+                v = 2.0 * math.exp(k / self._inv_ln) / (1.0 + math.exp(1.0 / self._inv_ln))
+                rep = self._reps[k] = [v, None]
+            v = rep[0]
+            if self.integral and k != self.floor:
+                if rep[1] is None:
+                    rep[1] = self._snap(k, v)
+                v = rep[1]
+        # min(max(v, lo), hi), the same object for every input, without the builtins' calls
+        v = self.lo if self.lo > v else v
+        return self.hi if self.hi < v else v
 
     def _snap(self, k: int, v: float) -> float:
         # only a bucket holding a single integer can be answered exactly

@@ -220,7 +220,7 @@ class RollingWindow:
         if not self.n:
             raise ValueError("quantile of an empty window")
         q = _STAT_Q.get(stat)
-        s = self._sync(total=q is None)
+        s = self._sync(q is None)  # total: only mean needs it
         if q is None:
             if stat == "max":
                 return float(s.hi)
@@ -232,7 +232,7 @@ class RollingWindow:
     def _key_at(self, q: float) -> int:
         """``_key_at(self.sketch, q)``, walked from where the last read of ``q`` found it."""
         s = self.sketch
-        rank = max(1, math.ceil(q * s.count - 1e-9))
+        rank = math.ceil(q * s.count - 1e-9) or 1  # max(1, ...): it is never below 0
         if s.zeros >= rank:
             return ZERO_KEY
         if s.floor is not None:  # collapsed buckets: counts moved under the cursors

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.sketch import Sketch
+from app.core.sketch import ZERO_KEY, Sketch
 from app.core.windows import RollingWindow
 
 QS = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
@@ -142,6 +142,31 @@ def test_rolling_window_is_the_last_w_values(shape):
     assert w.last(3) == tail[-3:].tolist()
     back = RollingWindow.from_dict(orjson.loads(orjson.dumps(w.to_dict())))
     assert back.stats() == st_ and back.to_dict() == w.to_dict()
+
+
+def _value_of_reference(s: Sketch, k: int) -> float:
+    """``Sketch.value_of`` as first written (clamped with the min / max builtins)."""
+    if k == ZERO_KEY:
+        return min(max(0.0, s.lo), s.hi)
+    v = 2.0 * math.exp(k / s._inv_ln) / (1.0 + math.exp(1.0 / s._inv_ln))
+    if s.integral and k != s.floor:
+        v = s._snap(k, v)
+    return min(max(v, s.lo), s.hi)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_value_of_is_the_reference_clamp(seed):
+    # the clamp written as comparisons returns what min(max(v, lo), hi) returned: the same
+    # value and type (int bounds from stored state, -0.0 against 0.0, bounds inside a bucket)
+    rng = np.random.default_rng(seed)
+    for _ in range(300):
+        xs = [float(v) for v in rng.choice([0.0, -0.0, 1.0, 3.0, 7.5, 100.0, 2e6], 5)]
+        s = Sketch.of(xs)
+        if rng.random() < 0.3:  # bounds as a loaded state may hold them
+            s.lo, s.hi = int(s.lo), int(s.hi)
+        for k in [ZERO_KEY, *s.bins, *(s.key(x) for x in (0.5, 2.0, 9e6))]:
+            got, want = s.value_of(k), _value_of_reference(s, k)
+            assert (type(got), repr(got)) == (type(want), repr(want))
 
 
 class _F(float):
