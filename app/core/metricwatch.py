@@ -203,7 +203,7 @@ def _corroborate(st: MetricState, x: float, metric: str, origin: Origin,
                  cfg: MonitorConfig) -> Outcome | None:
     since = st.n - st.change_hint
     # the hits count every value since the hint: judged while they all fit the gate's window
-    if since > min(cfg.patience, cfg.gate.max_post_n) or st.episode.phase != episodes.WATCH:
+    if since > cfg.patience or since > cfg.gate.max_post_n or st.episode.phase != episodes.WATCH:
         st.change_hint = st.hint_hits = None
         return None
     cached = st.hint_hits

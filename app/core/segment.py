@@ -107,7 +107,8 @@ class SegmentMonitor:
             raise ValueError(f"session of {shape.segment.key!r} folded into {key!r}")
         cfg, metrics = self.config, state.metrics
         state.sessions += 1
-        state.last_ns = max(state.last_ns, shape.end_time_unix_nano)
+        if shape.end_time_unix_nano > state.last_ns:  # max(), without the builtin's call
+            state.last_ns = shape.end_time_unix_nano
         origin = Origin(key, shape.session_id, shape.end_time_unix_nano, state.last_ns)
         alerts: list[Alert] = []
         observe = metricwatch.observe

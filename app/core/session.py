@@ -281,7 +281,9 @@ def tombstone(state: SessionState, closed_by: ClosedBy = "session_end",
     It lives from the later of the session's last event and the watermark at close (an
     idle close happens long after the last event) for one idle timeout.
     """
-    return Tombstone(state.session_id, max(state.end_ns, watermark_unix_nano), closed_by)
+    end = state.end_ns  # the later of the two, as max() (without its call) picks it
+    return Tombstone(state.session_id, watermark_unix_nano if watermark_unix_nano > end else end,
+                     closed_by)
 
 
 def is_expired(tomb: Tombstone, watermark_unix_nano: int, idle_timeout_ns: int) -> bool:
