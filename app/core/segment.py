@@ -31,7 +31,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -58,6 +58,11 @@ class SegmentState:
     metrics: dict[str, MetricState] | None = None
     # sessions folded before the latest confirmed change began (None: no change seen)
     changed_at: int | None = None
+    # segment.key, derived (never stored): read once per session, and a model property costs
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.key = self.segment.key
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": STATE_VERSION, "segment": self.segment.model_dump(),
@@ -101,7 +106,7 @@ class SegmentMonitor:
         return SegmentState(segment, metrics={})
 
     def fold(self, state: SegmentState, shape: SessionShape) -> tuple[SegmentState, list[Alert]]:
-        key = state.segment.key
+        key = state.key
         # stage 1 hands out one Segment object per segment: the same object needs no key
         if shape.segment is not state.segment and shape.segment.key != key:
             raise ValueError(f"session of {shape.segment.key!r} folded into {key!r}")

@@ -258,7 +258,7 @@ def shape_fields(state: SessionState, closed_by: ClosedBy) -> dict:
         "closed_by": closed_by, "spans": spans,
         "context_utilization": state.context_utilization, "context_tokens": state.context_tokens,
         "fanout": state.tool_calls,
-        "max_parallel_fanout": max(state.tool_parents.values(), default=0),
+        "max_parallel_fanout": max(state.tool_parents.values()) if state.tool_parents else 0,
         "retry_rate": state.retries / spans if spans else 0.0, "reflections": state.reflections,
         "llm_calls": state.llm_calls, "depth": depth, "distinct_tools": distinct_tools,
         "complexity": complexity, "complexity_declared": declared is not None,

@@ -501,6 +501,13 @@ def test_quantile_cusum_walk_is_the_reference_walk(seed):
     assert signals
 
 
+def test_segment_state_key_is_derived_not_stored():
+    from app.core.segment import SegmentState
+    st = SegmentMonitor().initial(Segment(agent="a", task_type="t"))
+    back = SegmentState.from_dict(orjson.loads(orjson.dumps(st.to_dict())))
+    assert st.key == back.key == "a/t" and "key" not in st.to_dict() and back == st
+
+
 if __name__ == "__main__":  # regenerate the golden hashes (only with the reference code!)
     sys.path.insert(0, str(ROOT))
     print(json.dumps(transcripts(), indent=1))
