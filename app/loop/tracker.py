@@ -86,12 +86,16 @@ class AssumptionTracker:
         # (agent, task_type) -> (applicable assumptions, their checks): derived, bounded
         self._plans: dict[tuple[str, str | None], tuple[tuple[Assumption, ...], tuple[_Check, ...]]] = {}
         self._sorted: dict[int, tuple[str, ...]] = {}  # id -> a judged tuple known to be sorted
+        self._last: tuple[Segment | None, tuple] = (None, ((), ()))  # the latest _plan
 
     def applicable(self, segment: Segment) -> tuple[Assumption, ...]:
         """Assumptions declared for ``segment`` (an agent-only one covers its task types)."""
         return self._plan(segment)[0]
 
     def _plan(self, segment: Segment) -> tuple[tuple[Assumption, ...], tuple[_Check, ...]]:
+        last = self._last
+        if last[0] is segment:  # stage 2 asks for one session twice (applicable, observe)
+            return last[1]
         ident = (segment.agent, segment.task_type)  # not .key: agent "a/b" != agent "a" + "b"
         found = self._plans.get(ident)
         if found is None:
@@ -101,6 +105,7 @@ class AssumptionTracker:
             if len(self._plans) >= _MAX_PLANS:
                 self._plans.clear()
             self._plans[ident] = found
+        self._last = (segment, found)  # holds the segment: its identity stays its own
         return found
 
     def observe(
