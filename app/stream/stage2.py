@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 WATERMARK_KEY = b"__watermark__"
 UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
 CHECKPOINT_EVERY = 200  # sessions of a segment between state checkpoints
+# a segment's stored state this large is a warning: a Kafka message is at most 1 MB, and the
+# reorder buffer grows with the sessions a slow span partition holds back
+LARGE_STATE_BYTES = 512 * 1024
 CHECKPOINT_AFTER_S = 1.0  # a dirty segment is checkpointed on the next heartbeat after this
 
 
@@ -268,6 +271,11 @@ class Stage2:
                 # a kill -9 in between loses them (the restored state would not raise them again).
                 await asyncio.gather(*sends)
             stored = self.step.dump(entry)
+            if len(stored) > LARGE_STATE_BYTES:
+                log.warning("stage 2: segment %r state is %d bytes compressed (%d sessions held "
+                            "for the slowest span partition); a Kafka message is at most 1 MB "
+                            "(docs/RUNBOOK.md#worker-down)", key, len(stored),
+                            self.step.pending(entry))
         self.table[key] = stored
         self.dirty_since.pop(key, None)
         partitions = set()

@@ -38,7 +38,7 @@ def uninterrupted(recs, clock) -> Worker:
 
 
 def folded(state: dict[bytes, bytes]) -> dict[bytes, int]:
-    return {seg: orjson.loads(b)["monitor"]["sessions"] for seg, b in state.items()}
+    return {seg: SegmentStep.document(b)["monitor"]["sessions"] for seg, b in state.items()}
 
 
 @pytest.mark.parametrize("clock", [frozen_clock, ticking_clock])
@@ -69,7 +69,7 @@ def test_committed_offset_never_passes_a_record_no_checkpoint_holds():
 
     def check():
         committed = w.committer.committed(tp)
-        stored = {seg: orjson.loads(b)["applied"].get("0", -1) for seg, b in w.app.table.items()
+        stored = {seg: SegmentStep.document(b)["applied"].get("0", -1) for seg, b in w.app.table.items()
                   if not seg.startswith(SOURCES_PREFIX)}
         sources = orjson.loads(w.app.table.get(SOURCES_PREFIX + b"0", b'{"wm": []}'))["wm"]
         for ev in recs[:committed]:
@@ -159,5 +159,5 @@ def test_a_record_that_only_looks_like_a_heartbeat_is_dead_lettered(bad):
 
 
 def _without_offsets(state: dict[bytes, bytes]) -> dict[bytes, dict]:
-    return {seg: {k: v for k, v in orjson.loads(b).items() if k != "applied"}
+    return {seg: {k: v for k, v in SegmentStep.document(b).items() if k != "applied"}
             for seg, b in state.items()}

@@ -13,10 +13,11 @@ worker read on was never folded by that worker.
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from faust.types import TP
 from stage2_harness import TOPIC, Stream, Table, Worker, records
+
+from app.core.stage2 import SegmentStep
 
 
 class SkippingStream(Stream):
@@ -37,7 +38,7 @@ class SkippingStream(Stream):
 
 
 def folded(state: dict[bytes, bytes]) -> dict[bytes, int]:
-    return {seg: orjson.loads(b)["monitor"]["sessions"] for seg, b in state.items()}
+    return {seg: SegmentStep.document(b)["monitor"]["sessions"] for seg, b in state.items()}
 
 
 def test_events_faust_skips_in_a_rebalance_are_folded_by_the_next_owner():
