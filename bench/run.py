@@ -124,8 +124,9 @@ FINDINGS = """\
   "until stage 2 done" from 22-24k to 26.5-26.9k spans/s (make bench at 18:13 on 2026-11-29:
   31,552 pre-loaded and 30,001 in a burst, against 23,729 and 22,795 at the last run without
   it; stage 1 alone gave up some CPU to the stage 2 that now runs beside it there, 74,252
-  against 77,553, and the worker / raw consumer ratio came out at 0.465x; this run: 29,057
-  and 29,293, stage 1 81,758, 0.538x), but at first the kill -9 group test
+  against 77,553, and the worker / raw consumer ratio came out at 0.465x; 19:25: 29,057
+  and 29,293, stage 1 81,758, 0.538x; this run: 32,046 and 29,305, stage 1 91,419, 0.570x),
+  but at first the kill -9 group test
   (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs against 10
   of 10 passes without, and it was reverted. The survivor had read its partitions to the end
   but never released some sessions. The cause was stage 2, not the fetch: the source
@@ -136,15 +137,25 @@ FINDINGS = """\
   checkpointed with the segments (`app/stream/source_state.py`) and a heartbeat is acked only
   once a checkpoint holds it; with that the 100 ms wait is back, and the group kill test
   passed 35 of 35 runs (while another job shared the machine).
+* **A segment's state is one Kafka message** (1 MB at most). At 21:10 on 2026-11-29 this
+  throughput run crashed the worker (`MessageSizeTooLargeError`, 1,025,152 bytes; the 19:25
+  code did the same when run again): the pre-loaded backlog was read unevenly, the span
+  partitions drifted ~900 s apart in event time, and one segment's reorder buffer held ~750
+  sessions waiting for the slowest. Segment states are now stored zlib-compressed (4x on a
+  typical entry, 9x on held sessions; the memory row's whole entry 223 -> 55 KiB) and the
+  worker warns from 512 KiB on; the limit is still there for a segment whose sessions per
+  second times (reorder lateness + partition drift) reach many thousands
+  (`docs/RUNBOOK.md`, Worker down).
 * **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
   released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
   yielding, so a starved stage 2 could look done early (an earlier run's pre-loaded row,
   63,389 spans/s with stage 2 done 0.1 s after stage 1, was such a case). The rows now say
   how many of the published sessions stage 2 had released when it was called done; in this
-  run 19,916 of 20,004 (the rest wait in the reorder buffer for a watermark to pass them),
-  and the pre-loaded and burst rows agree. "Done" also needs stage 2 to have released at
-  least one session: in a quick run stage 1 finished in 0.1 s, and stage 2 (a Faust agent)
-  made its last release 4.9 s after the first span was folded.
+  run 20,000 of 20,004 (the rest, the 4 sentinel sessions at the end, wait in the reorder
+  buffer for a watermark to pass them; an earlier run, before stage 1 sent a heartbeat 0.1 s
+  after its last, had 19,916), and the pre-loaded and burst rows agree. "Done" also needs
+  stage 2 to have released at least one session: in a quick run stage 1 finished in 0.1 s,
+  and stage 2 (a Faust agent) made its last release 4.9 s after the first span was folded.
 * **Replay** (decode + stage 1 + stage 2 of one file, one core) now replays 20,000 sessions
   (229,980 spans): the 3,000-session file of earlier runs never left the 2,000-session
   warm-up, so no detector or gate ran in it. Earlier steps: 54,790 -> ~87,000 (msgspec fast
@@ -176,10 +187,16 @@ FINDINGS = """\
   of the file, PYTHONHASHSEED=0: 14,760M -> 14,433M; CPU time -2.1% over 5 alternating
   rounds; wall clock cannot resolve 2% on this machine): the assumption checks kept as plain
   tuples, and the quantile CUSUM walking its upper and lower levels apart, skipping an upper
-  level at rest on a miss. 150,000 spans/s needs ~6.7 us per span. The bar sits inside this
-  machine's noise: make bench measured 153,475 at 18:13 and this run 143,053 (19:25), and the
-  base of that last step measured 147,000-158,000 in 12 quiet rounds; between 19:03 and 19:20
-  one unchanged tree went from 151,173-153,905 to 146,769-148,049. Where the time goes (by
+  level at rest on a miss. 150,000 spans/s needs ~6.7 us per span, and the bar then sat
+  inside this machine's noise: make bench measured 153,475 at 18:13 and 143,053 at 19:25;
+  between 19:03 and 19:20 one unchanged tree went from 151,173-153,905 to 146,769-148,049.
+  Then -5.6% of instructions (14,502M -> 13,683M; 7 alternating pairs, the new tree first in
+  every one, ~157,000 -> ~164,000 spans/s; the same 25 alerts) in fourteen small steps: the
+  fold of a span known to be new to its open session (`session.fold_new`, -0.9%),
+  comparisons in place of two-argument min()/max() on the per-value paths (Python 3.11 parses
+  their keywords on every call; -1.4% in all), river's ADWIN update inline, the recent
+  session ids in an OrderedDict, one fold-and-expire loop per span (`LiveSessions.fold_each`).
+  This run: 167,676 spans/s. Where the time goes (by
   instructions): decoding and reading ~23% (mostly msgspec's C code), the span fold ~30%,
   stage 2 ~48%, of which the per-metric fold (window, CUSUMs, gate) ~36% and river's ADWIN
   ~3%, the assumption checks ~7%. Each idea left was measured at about 1% or less: an exact
@@ -188,9 +205,14 @@ FINDINGS = """\
   cached bucket (-0.4%), decoding a block as one JSON array (slower), no garbage collection
   (no change).
 * **Latency** is dominated by the event-time reorder (`reorder_lateness_s`, default 30 s, set to
-  0.25 s here) and the heartbeat cadence (every 128 spans per span partition): a session is
-  released only when every partition's watermark passed it. With the default lateness the
-  floor is 30 s by design; at low background rates heartbeats are rarer and latency grows.
+  0.25 s here) and the heartbeats: a session is released only when every span partition's
+  watermark passed it. With the default lateness the floor is 30 s by design. Stage 1 sends a
+  partition's watermark every 128 of its spans and, since 2026-11-29, also 0.1 s after the
+  last while it has folded spans since: before, at low rates heartbeats were rare and latency
+  grew (40 spans/s: p50 11.1 s, max 13.1 s, against 0.85 s and 1.30 s with the change, side by
+  side), and at 2,000 spans/s p50 went from 0.511 s (19:25) to 0.336 s (this run). What is
+  left at 40 spans/s is mostly waiting until every partition has seen an event time past the
+  trigger's plus the lateness (one 4-span session every ~0.4 s per partition).
   Stage 1 now also waits for its batch (`getmany`) and sends its outputs per batch.
   With 25 trials the p99 is the slowest trial: one trial of the 14:02 run took 2.0 s (the
   others <= 0.6 s); two runs of the latency bench alone right after gave max 0.596 s and
