@@ -140,8 +140,8 @@ FINDINGS = """\
 * **A segment's state is one Kafka message** (1 MB at most). At 21:10 on 2026-11-29 this
   throughput run crashed the worker (`MessageSizeTooLargeError`, 1,025,152 bytes; the 19:25
   code did the same when run again): the pre-loaded backlog was read unevenly, the span
-  partitions drifted ~900 s apart in event time, and one segment's reorder buffer held ~750
-  sessions waiting for the slowest. Segment states are now stored zlib-compressed (4x on a
+  partitions drifted up to ~2,700 s apart in event time (a rerun's log), and one segment's
+  reorder buffer held ~750 sessions (529,508 bytes) waiting for the slowest. Segment states are now stored zlib-compressed (4x on a
   typical entry, 9x on held sessions; the memory row's whole entry 223 -> 55 KiB) and the
   worker warns from 512 KiB on; the limit is still there for a segment whose sessions per
   second times (reorder lateness + partition drift) reach many thousands
