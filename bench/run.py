@@ -137,14 +137,15 @@ FINDINGS = """\
   checkpointed with the segments (`app/stream/source_state.py`) and a heartbeat is acked only
   once a checkpoint holds it; with that the 100 ms wait is back, and the group kill test
   passed 35 of 35 runs (while another job shared the machine).
-* **A segment's state is one Kafka message** (1 MB at most). At 21:10 on 2026-11-29 this
-  throughput run crashed the worker (`MessageSizeTooLargeError`, 1,025,152 bytes; the 19:25
+* **A segment's state is one Kafka message** (1 MB at most). At 21:10 on 2026-11-29 make
+  bench's throughput run crashed the worker (`MessageSizeTooLargeError`, 1,025,152 bytes; the 19:25
   code did the same when run again): the pre-loaded backlog was read unevenly, the span
   partitions drifted up to ~2,700 s apart in event time (a rerun's log), and one segment's
-  reorder buffer held ~750 sessions (529,508 bytes) waiting for the slowest. Segment states are now stored zlib-compressed (4x on a
-  typical entry, 9x on held sessions; the memory row's whole entry 223 -> 55 KiB) and the
-  worker warns from 512 KiB on; the limit is still there for a segment whose sessions per
-  second times (reorder lateness + partition drift) reach many thousands
+  reorder buffer held ~750 sessions (529,508 bytes) waiting for the slowest. Segment states
+  are now stored zlib-compressed (4x on a typical entry, 9x on held sessions; the memory
+  row's whole entry 223 -> 55 KiB) and the worker warns from 512 KiB on; the limit is still
+  there for a segment whose sessions per second times (reorder lateness + partition drift)
+  reach many thousands
   (`docs/RUNBOOK.md`, Worker down).
 * **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
   released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
