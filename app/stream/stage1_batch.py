@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 MAX_RECORDS = 4000  # per getmany: a batch is folded without yielding to stage 2 in between
 POLL_MS = 200
 LAG_EVERY_S = 5.0
-# a partition's watermark reaches stage 2 at least this often while it has spans to tell of
-# (besides every HEARTBEAT_EVERY spans): at low traffic, or at the end of the input, sessions
-# are released after reorder_lateness_s plus about this, not after 128 more spans
+# while a partition has folded spans since its last heartbeat, the next goes out this long
+# (plus a poll) after it, if HEARTBEAT_EVERY spans did not come first: at low traffic, or at
+# the end of the input, sessions are released after reorder_lateness_s plus about this
 HEARTBEAT_AFTER_S = 0.1
 
 
