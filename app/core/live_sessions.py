@@ -87,22 +87,14 @@ class LiveSessions:
     def fold_each(self, spans: Iterable) -> Iterator[StepResult]:
         """``fold_open`` then ``expire`` for each of ``spans`` in turn: yields every result
         that is not None, and every expiry result, as it comes (the caller acts on it before
-        the next span is folded). Once per span, so the usual span, a new one of a live open
-        session, is folded right here (as ``fold_open`` would), without a call."""
-        entries, idle = self.entries, self.idle
+        the next span is folded)."""
+        fold_open, idle = self.fold_open, self.idle
         timeout = self.step.idle_timeout_ns
         # idle.earliest_ns + timeout, recomputed only when the index's earliest time changed
         # (rarely): one int comparison per span instead of a subtraction and a comparison
         earliest = due = None
         for span in spans:
-            entry = entries.get(span.session_id)
-            if (entry.__class__ is SessionState and not entry.closed and not span.session_end
-                    and span.span_id not in entry.parents):
-                end = span.end_time_unix_nano
-                if end > self.watermark:
-                    self.watermark = end
-                fold_new(entry, span)
-            elif (res := self.fold_open(span)) is not None:
+            if (res := fold_open(span)) is not None:
                 yield res
             if idle.earliest_ns is not earliest:
                 earliest = idle.earliest_ns

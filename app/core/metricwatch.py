@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 
 from app.core import episodes
 from app.core.alerts import alert_id, move_factor, severity
-from app.core.drift import _DIRECT as _ADWIN_DIRECT
 from app.core.drift import AdwinDetector, Detector, QuantileCusum, Signal, detector_from_state
 from app.core.episodes import EpisodeState
 from app.core.gate import Verdict, add_hit, aspect_hits, corroborate_counts, judge
@@ -148,16 +147,7 @@ def observe(st: MetricState, x: float, metric: str, origin: Origin,
     window.add_keyed(x, key)
     signals = None  # plain loops, a list only when a detector signals (rare)
     for det in st.free:
-        if det.__class__ is AdwinDetector and _ADWIN_DIRECT:
-            # AdwinDetector.update, inline: once per value of every metric, and its call
-            # costs about as much as its body (tests: test_observe_adwin_is_adwin_update)
-            a = det._adwin
-            if a._drift_detected:
-                a._reset()
-            hit = a._drift_detected = a._helper.update(x)
-            sig = Signal("adwin", int(a._helper.get_width())) if hit else None
-        else:
-            sig = det.update(x)
+        sig = det.update(x)
         if sig is not None:
             if signals is None:
                 signals = []

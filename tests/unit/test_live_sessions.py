@@ -66,7 +66,7 @@ def test_fold_is_the_step_apply_reference(seed):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_fold_each_is_fold_open_then_expire(seed):
-    # the in-line path of fold_each (and its cached idle due time) yields what fold_open and
+    # fold_each (with its cached idle due time) yields what fold_open and
     # expire give span by span: the same results in the same order, the same entries
     rng = random.Random(seed)
     step = SessionStep(idle_timeout_ns=TIMEOUT)

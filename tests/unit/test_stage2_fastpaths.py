@@ -429,7 +429,8 @@ def test_adwin_detector_is_adwin_update(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_observe_adwin_is_adwin_update(seed):
-    # observe runs AdwinDetector.update inline: the same river state after every value
+    # observe's ADWIN (AdwinDetector.update, river's helper called directly) is river's
+    # ADWIN.update: the same state after every value
     rng = random.Random(seed)
     cfg = MonitorConfig(baseline_n=200, rebaseline_n=200)
     st, plain = MetricState.initial(cfg), ADWIN(delta=cfg.adwin_delta, clock=cfg.adwin_clock)
