@@ -95,8 +95,7 @@ class PartitionFold:
             self._changed(idle_sid, result, out)
         self.since_heartbeat += 1
         if self.since_heartbeat >= HEARTBEAT_EVERY:
-            self.since_heartbeat = 0
-            self._heartbeat(out)
+            self.flush_heartbeat(out)
 
     def _changed(self, sid: str, result, out: list[Send]) -> None:
         self.changed.add(sid)
