@@ -122,12 +122,9 @@ class QuantileCusum:
         self.levels, self.h, self._inv_ln = levels, h, inv_ln
         self.s = [_AT_REST] * len(levels)
         self.run = [0] * len(levels)
-        # derived, never stored: (index, name, key, hit, miss) of the upper levels, then of
-        # the lower ones (``update_key`` tests a key against each kind without a direction test)
-        self._walk = (tuple((i, n, key, hit, miss) for i, (n, key, d, hit, miss) in enumerate(levels)
-                            if d > 0),
-                      tuple((i, n, key, hit, miss) for i, (n, key, d, hit, miss) in enumerate(levels)
-                            if d <= 0))
+        # derived, never stored: (index, name, key, upper?, hit, miss) per level, in order
+        self._walk = tuple((i, n, key, d > 0, hit, miss)
+                           for i, (n, key, d, hit, miss) in enumerate(levels))
         # Keys in ``_band`` miss at every level; while every CUSUM stands at zero such a key
         # changes nothing, as a miss only pulls a CUSUM down (the band is empty if some miss
         # would not). [quiet_lo, quiet_hi] is that band while all stand at zero, else empty:
@@ -163,17 +160,14 @@ class QuantileCusum:
         """``update(x)`` given ``x``'s bucket key under this detector's mapping (``_inv_ln``)."""
         if self.quiet_lo <= k <= self.quiet_hi:  # changes nothing (see __init__)
             return None
-        # Per level: s + (hit or miss), back to rest at <= 0, a signal (and rest) at >= h.
-        # The signal is the lowest-index level's that fired, as one walk in index order gives.
-        # The two loops differ in the hit test only; written out twice on purpose: this runs
-        # for every value of every metric, and a call per level costs more than the split saves.
-        out, first = None, len(self.levels)
+        # Per level: s + (hit or miss), back to rest at <= 0, a signal (and rest) at >= h; the
+        # signal is the first level's (in index order) that fired.
+        out = None
         s_, run, h = self.s, self.run, self.h
         rests = self._band is not _EMPTY_BAND  # no miss is positive: a miss keeps a level at rest
-        ups, downs = self._walk
-        for i, name, key, hit, miss in ups:
+        for i, name, key, upper, hit, miss in self._walk:
             s = s_[i]
-            if k > key:
+            if (k > key) if upper else (k < key):
                 s += hit
             elif rests and s is _AT_REST:
                 continue  # 0.0 + miss <= 0: back to rest, i.e. unchanged
@@ -182,18 +176,8 @@ class QuantileCusum:
             if s <= 0.0:
                 s_[i], run[i] = _AT_REST, 0
             elif s >= h:
-                if i < first:
-                    out, first = Signal(name, run[i] + 1), i
-                s_[i], run[i] = _AT_REST, 0
-            else:
-                s_[i], run[i] = s, run[i] + 1
-        for i, name, key, hit, miss in downs:
-            s = s_[i] + (hit if k < key else miss)
-            if s <= 0.0:
-                s_[i], run[i] = _AT_REST, 0
-            elif s >= h:
-                if i < first:
-                    out, first = Signal(name, run[i] + 1), i
+                if out is None:
+                    out = Signal(name, run[i] + 1)
                 s_[i], run[i] = _AT_REST, 0
             else:
                 s_[i], run[i] = s, run[i] + 1
