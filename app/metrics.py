@@ -123,6 +123,7 @@ class LoadshapeMetrics:
     sessions_open: Gauge
     sessions_closed: Counter
     late_spans: Counter
+    sessions_spilled: Counter
     consumer_lag: Gauge
     alerts_published: Counter
     alerts_forwarded: Counter
@@ -182,6 +183,9 @@ class LoadshapeMetrics:
             late_spans=Counter(
                 "loadshape_late_spans_total", "Spans that arrived after their session closed.",
                 registry=r),
+            sessions_spilled=Counter(
+                "loadshape_sessions_spilled_total", "Sessions stage 2 released unordered: the "
+                "segment's reorder buffer was full (reorder_max_held).", seg, registry=r),
             consumer_lag=Gauge(
                 "loadshape_consumer_lag_messages", "Kafka consumer lag of this worker.",
                 ["topic", "partition"], registry=r),
@@ -277,6 +281,9 @@ class LoadshapeMetrics:
 
     def count_late_span(self) -> None:
         self.late_spans.inc()
+
+    def count_spilled(self, segment_key: str, n: int) -> None:
+        self.sessions_spilled.labels(self.segments.label(segment_key)).inc(n)
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(max(lag, 0))

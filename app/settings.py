@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     state_dir: Path = PROJECT_ROOT / ".state"
     session_idle_timeout_s: float = Field(300.0, gt=0)
     reorder_lateness_s: float = Field(30.0, ge=0)
+    reorder_max_held: int = Field(4096, ge=1, description="sessions a segment's reorder buffer "
+                                  "holds at most; beyond it the earliest go on unordered (spilled)")
     source_idle_s: float = Field(300.0, gt=0,
                                  description="a span partition this far behind (event time) is idle")
     source_quiet_s: float = Field(120.0, gt=0, description="... and has sent no heartbeat for "

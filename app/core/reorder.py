@@ -8,6 +8,12 @@ runs whose disorder stays within that bound feed the detectors the same sequence
 older than what was already released passes through at once and is counted as late
 (nothing is dropped).
 
+The buffer is also bounded in size: ``spill`` releases the earliest items beyond a capacity
+before any bound has passed them (counted as spilled). A slow source partition (a backlog
+read unevenly, a stalled producer) would otherwise grow the buffer without limit, and it is
+stored in one table value: one Kafka message. What arrives behind a spilled item later is
+late, so order then depends on arrival; the counts say when that happened.
+
 >>> buf = ReorderState()
 >>> buf, out = push(buf, (30, "c"), "C")
 >>> buf, out = push(buf, (25, "a"), "A")
@@ -20,6 +26,10 @@ older than what was already released passes through at once and is counted as la
 (['Z'], 1)
 >>> drain(buf)[1]
 ['D']
+>>> for t in (50, 70, 60):
+...     buf, _ = push(buf, (t, "x"), t)
+>>> spill(buf, 2)[1], buf.spilled, pending(buf)  # full: the earliest goes, bound or not
+([50], 1, 2)
 """
 
 from __future__ import annotations
@@ -37,17 +47,19 @@ class ReorderState:
     watermark: int = 0
     released_upto: SortKey = (0, "")
     late: int = 0
+    spilled: int = 0
 
     def to_dict(self) -> dict:
         return {"heap": [list(h) for h in sorted(self.heap)], "watermark": self.watermark,
-                "released_upto": list(self.released_upto), "late": self.late}
+                "released_upto": list(self.released_upto), "late": self.late, "spilled": self.spilled}
 
     @classmethod
     def from_dict(cls, d: dict) -> ReorderState:
         heap = [tuple(h) for h in d["heap"]]
         heapq.heapify(heap)
         return cls(heap=heap, watermark=d["watermark"],
-                   released_upto=tuple(d["released_upto"]), late=d["late"])
+                   released_upto=tuple(d["released_upto"]), late=d["late"],
+                   spilled=d.get("spilled", 0))
 
 
 def push(state: ReorderState, key: SortKey, item: Any) -> tuple[ReorderState, list]:
@@ -73,6 +85,20 @@ def _release(state: ReorderState, upto_ns: int) -> list:
         state.released_upto = (t, sid)
         out.append(item)
     return out
+
+
+def spill(state: ReorderState, capacity: int) -> tuple[ReorderState, list]:
+    """Release, in order, the earliest items until at most ``capacity`` are buffered."""
+    excess = len(state.heap) - capacity
+    if excess <= 0:
+        return state, []
+    out = []
+    for _ in range(excess):
+        t, sid, item = heapq.heappop(state.heap)
+        state.released_upto = (t, sid)
+        out.append(item)
+    state.spilled += excess
+    return state, out
 
 
 def drain(state: ReorderState) -> tuple[ReorderState, list]:

@@ -71,6 +71,7 @@ class Step2Result:
     entry: SegmentEntry
     alerts: list[Alert] = field(default_factory=list)
     released: list[SessionShape] = field(default_factory=list)
+    spilled: int = 0  # of ``released``: sessions the full reorder buffer let go before their bound
     quantiles: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     episodes: dict[str, bool] = field(default_factory=dict)
     assumptions: dict[str, bool] = field(default_factory=dict)
@@ -85,9 +86,10 @@ class SegmentStep:
     """
 
     def __init__(self, monitor: SegmentMonitor, *, lateness_ns: int,
-                 tracker: AssumptionTracker | None = None, gauges: bool = True) -> None:
+                 tracker: AssumptionTracker | None = None, gauges: bool = True,
+                 max_held: int = 4096) -> None:  # settings.reorder_max_held
         self.monitor, self.lateness_ns, self.tracker = monitor, lateness_ns, tracker
-        self.gauges = gauges
+        self.gauges, self.max_held = gauges, max_held
 
     def without_gauges(self) -> SegmentStep:
         """A copy of this step with ``gauges=False`` (for a caller that reads only alerts)."""
@@ -106,7 +108,7 @@ class SegmentStep:
             n = settings.baseline_sessions
             monitor_config = MonitorConfig(baseline_n=n, rebaseline_n=max(100, n // 2))
         return cls(SegmentMonitor(monitor_config), lateness_ns=int(settings.reorder_lateness_s * 1e9),
-                   tracker=tracker)
+                   tracker=tracker, max_held=settings.reorder_max_held)
 
     # --- entries <-> bytes ------------------------------------------------------------
     def new(self, shape: SessionShape) -> SegmentEntry:
@@ -116,7 +118,7 @@ class SegmentStep:
     def dump(entry: SegmentEntry) -> bytes:
         buf = entry.buffer
         plain = reorder.ReorderState([(t, sid, _plain(item)) for t, sid, item in buf.heap],
-                                     buf.watermark, buf.released_upto, buf.late)
+                                     buf.watermark, buf.released_upto, buf.late, buf.spilled)
         raw = orjson.dumps({"reorder": plain.to_dict(), "monitor": entry.monitor.to_dict(),
                             "tracker": entry.tracker.to_dict(),
                             "applied": {str(p): o for p, o in entry.applied.items()},
@@ -154,6 +156,12 @@ class SegmentStep:
         key = (shape.end_time_unix_nano, shape.session_id)
         entry.buffer, late = reorder.push(entry.buffer, key, _held(shape))
         entry.buffer, ready = reorder.release(entry.buffer, self._bound(watermark_ns))
+        if len(entry.buffer.heap) > self.max_held:
+            # the slowest source holds the bound back this far: go on unordered (and say so)
+            entry.buffer, spilled = reorder.spill(entry.buffer, self.max_held)
+            res = self._fold(entry, late + ready + spilled)
+            res.spilled = len(spilled)
+            return res
         return self._fold(entry, late + ready)
 
     def advance(self, entry: SegmentEntry, watermark_ns: int | None) -> Step2Result:

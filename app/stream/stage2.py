@@ -50,8 +50,6 @@ from collections import deque
 
 from app.broker.client_config import FETCH_MAX_WAIT_MS
 from app.core.stage2 import SegmentStep
-from app.loop.misroute import misrouted
-from app.loop.recalibration_step import SegmentUpdate
 from app.stream.app import partition_of
 from app.stream.deadletter import dead_letter, guarded
 from app.stream.faust_offsets import (
@@ -62,13 +60,13 @@ from app.stream.faust_offsets import (
     skip_empty_commits,
 )
 from app.stream.source_state import PartitionSources, decode_heartbeat, is_sources_key, sources_key
+from app.stream.stage2_outputs import SegmentOutputs
 from schemas.session import SessionShape
 from schemas.validation import decode
 
 log = logging.getLogger(__name__)
 
 WATERMARK_KEY = b"__watermark__"
-UPDATE_EVERY = 50  # sessions of a segment between stats updates to stage 3
 CHECKPOINT_EVERY = 200  # sessions of a segment between state checkpoints
 # a segment's stored state this large is a warning: a Kafka message is at most 1 MB, and the
 # reorder buffer grows with the sessions a slow span partition holds back
@@ -91,8 +89,8 @@ class Stage2:
                  wall=time.time) -> None:
         self.app, self.settings, self.topics, self.metrics = app, settings, topics, metrics
         self.step = step
-        self.updates = updates  # stage 3 (recalibration) sink, or None when no policy is set
-        self.capability = capability or {}  # model -> capability, from the policy's catalog
+        self.outputs = SegmentOutputs(metrics, topics.alerts, step, updates=updates,
+                                      capability=capability)
         self.clock = clock  # checkpoint timing
         self.wall = wall  # record time of a record without a Kafka timestamp
         self.table = app.Table("segments", partitions=settings.sessions_partitions, key_type=bytes,
@@ -103,7 +101,6 @@ class Stage2:
         self.unacked: dict[bytes, list[_Record]] = {}  # segment -> folded since its checkpoint
         self.reading: dict[int, deque[_Record]] = {}  # partition -> not acked, in offset order
         self.dirty_since: dict[bytes, float] = {}
-        self.sending: dict[bytes, list] = {}  # segment -> its alert sends not known delivered
         self.expected: dict[int, int] = {}  # partition -> next offset to handle (offset order)
         self.acked_upto: dict[int, int] = {}  # partition -> offset after the last record acked
         self._sought: dict[int, int] = {}  # partition -> offset of the hole sought back to
@@ -122,7 +119,7 @@ class Stage2:
                 self.entries.pop(seg, None)
                 self.unacked.pop(seg, None)
                 self.dirty_since.pop(seg, None)
-                self.sending.pop(seg, None)
+                self.outputs.forget(seg)
             self.sources.drop(tp.partition)
             self.unacked.pop(sources_key(tp.partition), None)
             self.dirty_since.pop(sources_key(tp.partition), None)
@@ -265,7 +262,7 @@ class Stage2:
             entry = self.entries.get(key)
             if entry is None:
                 return
-            sends = self.sending.pop(key, None)
+            sends = self.outputs.take_sends(key)
             if sends:
                 # The state says these alerts were sent: they must be in Kafka before it is, or
                 # a kill -9 in between loses them (the restored state would not raise them again).
@@ -309,32 +306,4 @@ class Stage2:
     async def _emit(self, seg: bytes, result) -> None:
         self.entries[seg] = result.entry
         self.dirty_since.setdefault(seg, self.clock())
-        seg_key = seg.decode()
-        for released in result.released:
-            self.metrics.observe_session(seg_key, released)
-            if self.capability and misrouted(released, self.capability):
-                self.metrics.count_misroute(seg_key)
-        for alert in result.alerts:
-            self.metrics.count_alert_published(alert.kind)
-            sent = await self.topics.alerts.send(key=seg, value=alert.model_dump_json().encode())
-            self.sending.setdefault(seg, []).append(sent)
-        self._gauges(seg_key, result)
-        await self._update_policy(seg_key, result)
-
-    async def _update_policy(self, seg_key: str, result) -> None:
-        """Feed stage 3: on alerts, and every UPDATE_EVERY sessions of the segment."""
-        if self.updates is None or not result.released:
-            return
-        monitor = result.entry.monitor
-        if result.alerts or monitor.sessions % UPDATE_EVERY < len(result.released):
-            at = max(s.end_time_unix_nano for s in result.released)
-            stats = self.step.monitor.recent_stats(monitor)
-            await self.updates(SegmentUpdate.of(seg_key, at, stats, result.alerts))
-
-    def _gauges(self, seg_key: str, result) -> None:
-        for metric, q in result.quantiles.items():
-            self.metrics.set_quantiles(seg_key, metric, *q)
-        for metric, is_open in result.episodes.items():
-            self.metrics.set_drift_episode(seg_key, metric, is_open)
-        for assumption_id, holds in result.assumptions.items():
-            self.metrics.set_assumption(assumption_id, seg_key, holds)
+        await self.outputs.emit(seg, result)

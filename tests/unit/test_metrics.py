@@ -38,6 +38,7 @@ def record_one_of_each(m: LoadshapeMetrics, segment: str = "dev-assistant") -> N
     m.set_sessions_open(3)
     m.count_session_closed("session_end")
     m.count_late_span()
+    m.count_spilled(segment, 2)
     m.set_consumer_lag("agent.spans", 0, 12)
     m.count_alert_published("drift")
     m.count_alert_forwarded("drift", "ok")

@@ -47,6 +47,30 @@ def test_a_held_backlog_is_stored_compressed_and_older_plain_entries_still_load(
     assert len(step.apply(step.load(plain), shape(3000), WM).released) == 3001
 
 
+def test_a_full_reorder_buffer_spills_the_earliest_and_loses_nothing():
+    """A source partition that never moves (no watermark at all here) cannot grow a segment's
+    state without limit: beyond ``reorder_max_held`` the earliest sessions go on, counted."""
+    step = SegmentStep.from_settings(Settings(reorder_max_held=100))
+    order = list(range(400))
+    random.Random(3).shuffle(order)  # arrival order is not event-time order
+    entry, released, spilled = None, [], 0
+    for i in order:
+        res = step.apply(entry, shape(i), None)
+        entry, spilled = res.entry, spilled + res.spilled
+        released += res.released
+    buf = entry.buffer
+    assert step.pending(entry) == 100 and spilled == buf.spilled == 300 - buf.late > 0
+    assert len(released) == 300
+    rest = step.drain(entry).released
+    assert sorted(s.session_id for s in released + rest) == sorted(f"s{i}" for i in order)
+    assert entry.monitor.sessions == 400
+    back = step.load(step.dump(entry))
+    assert (back.buffer.spilled, back.buffer.late) == (buf.spilled, buf.late)
+    old = orjson.loads(zlib.decompress(step.dump(entry)))
+    del old["reorder"]["spilled"]  # an entry stored before the buffer was bounded
+    assert step.load(orjson.dumps(old)).buffer.spilled == 0
+
+
 def test_stage2_folds_a_republished_session_once():
     step = SegmentStep.from_settings(Settings())
     entry = step.apply(None, shape(1), WM).entry

@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from faust.types import TP
-from stage2_harness import SEC, TOPIC, WATERMARK_KEY, Log, Table, Worker, records, shape
+from stage2_harness import END_NS, SEC, TOPIC, WATERMARK_KEY, Log, Table, Worker, records, shape
 
 from app.core.stage2 import SegmentStep
 from app.stream.source_state import SOURCES_PREFIX
@@ -161,3 +161,27 @@ def test_a_record_that_only_looks_like_a_heartbeat_is_dead_lettered(bad):
 def _without_offsets(state: dict[bytes, bytes]) -> dict[bytes, dict]:
     return {seg: {k: v for k, v in SegmentStep.document(b).items() if k != "applied"}
             for seg, b in state.items()}
+
+
+def test_a_source_that_never_moves_spills_counted_and_logged(caplog):
+    """Span partition 1 sends no heartbeat at all: nothing would ever be released, and the
+    segment's state (one Kafka message) would grow with every session. The full buffer lets
+    the earliest go on instead; the metric and a (logarithmic) warning say so."""
+    log = Log()
+    for i in range(300):
+        log.session(shape(i), 1000.0 + i * 0.01)
+        if i % 5 == 4:
+            log.beat(0, END_NS, 1000.0 + i * 0.01)
+    worker = Worker()
+    worker.stage2.step.max_held = 40
+    with caplog.at_level("WARNING", logger="app.stream.stage2_outputs"):
+        worker.run(log.records)
+    entries = worker.stage2.entries
+    assert {SegmentStep.pending(e) for e in entries.values()} == {40}
+    spilled = {k.decode(): e.buffer.spilled for k, e in entries.items()}
+    assert spilled == {"a": 225 - 40, "b": 75 - 40}
+    reg = worker.stage2.metrics.sessions_spilled
+    assert {s.labels["segment"]: s.value for s in reg.collect()[0].samples
+            if s.name.endswith("_total")} == {"a": 185.0, "b": 35.0}
+    warned = [r.getMessage() for r in caplog.records if "reorder buffer full" in r.getMessage()]
+    assert len(warned) == 8 + 6  # at totals 1, 2, 4, ..., 128 (a) and 1, ..., 32 (b)
