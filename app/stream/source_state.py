@@ -21,7 +21,8 @@ from __future__ import annotations
 import orjson
 
 from app.core.watermarks import SourceWatermarks
-from schemas.validation import Decoded
+from schemas.heartbeat import Heartbeat
+from schemas.validation import Decoded, decode
 
 SOURCES_PREFIX = b"\xffsources/"
 
@@ -43,21 +44,19 @@ def decode_heartbeat(raw: bytes, spans_partitions: int) -> Decoded:
     >>> bad = decode_heartbeat(b'{"src": 7, "wm": 5}', 2)
     >>> bad.field, bad.code, bad.reason
     ('src', 'invalid_heartbeat', 'src: not a span partition of 0..1 (got 7)')
+    >>> decode_heartbeat(b'{"src": 1, "wm": -5}', 2).field
+    'wm'
     """
-    try:
-        beat = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Decoded(reason=f"not valid JSON: {exc}", code="invalid_json")
-    if not isinstance(beat, dict):
-        return Decoded(reason="a heartbeat is a JSON object", code="invalid_heartbeat")
-    src, wm = beat.get("src"), beat.get("wm")
-    if type(src) is not int or not 0 <= src < spans_partitions:
-        return Decoded(reason=f"src: not a span partition of 0..{spans_partitions - 1} (got {src!r})",
+    decoded = decode(Heartbeat, raw)
+    if not decoded.ok:
+        if decoded.code in ("invalid_json", "invalid_utf8"):
+            return decoded
+        return Decoded(reason=decoded.reason, field=decoded.field, code="invalid_heartbeat")
+    beat = decoded.value
+    if beat.src >= spans_partitions:
+        return Decoded(reason=f"src: not a span partition of 0..{spans_partitions - 1} (got {beat.src})",
                        field="src", code="invalid_heartbeat")
-    if type(wm) is not int or wm < 0:
-        return Decoded(reason=f"wm: not an event time in ns (got {wm!r})", field="wm",
-                       code="invalid_heartbeat")
-    return Decoded(value=(src, wm))
+    return Decoded(value=(beat.src, beat.wm))
 
 
 class PartitionSources:

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import logging
 
-import orjson
-
 from app.core.live_sessions import LiveSessions
 from app.core.stage1 import SessionStep
 from app.stream.deadletter import dead_letter
 from app.stream.session_store import PartitionMeta, Record, Restored, checkpoint_records
 from schemas.deadletter import DeadLetter
 from schemas.fastspan import decode_span_fast
+from schemas.heartbeat import WATERMARK_KEY, Heartbeat
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 128  # spans per partition between watermark heartbeats
-WATERMARK_KEY = b"__watermark__"
 
 Send = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition (None: by key)
 
@@ -115,7 +113,7 @@ class PartitionFold:
 
     def _heartbeat(self, out: list[Send]) -> None:
         """Tell every stage-2 partition how far this partition's event time has come."""
-        value = orjson.dumps({"src": self.partition, "wm": self.live.watermark})
+        value = Heartbeat(src=self.partition, wm=self.live.watermark).encode()
         for q in range(self.sessions_partitions):
             out.append((self.topic_sessions, WATERMARK_KEY, value, q))
 

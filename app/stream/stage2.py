@@ -61,12 +61,12 @@ from app.stream.faust_offsets import (
 )
 from app.stream.source_state import PartitionSources, decode_heartbeat, is_sources_key, sources_key
 from app.stream.stage2_outputs import SegmentOutputs
+from schemas.heartbeat import WATERMARK_KEY
 from schemas.session import SessionShape
 from schemas.validation import decode
 
 log = logging.getLogger(__name__)
 
-WATERMARK_KEY = b"__watermark__"
 CHECKPOINT_EVERY = 200  # sessions of a segment between state checkpoints
 # a segment's stored state this large is a warning: a Kafka message is at most 1 MB, and the
 # reorder buffer grows with the sessions a slow span partition holds back
@@ -216,6 +216,10 @@ class Stage2:
             if decoded.ok:
                 await self._heartbeat(*decoded.value, partition)
                 return
+            # the sessions of an agent called "__watermark__" carry this key too
+            as_session = decode(SessionShape, raw)
+            if as_session.ok:
+                decoded = as_session
         else:
             decoded = decode(SessionShape, raw)
         if not decoded.ok:

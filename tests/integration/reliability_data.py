@@ -22,8 +22,7 @@ import orjson
 from app.replay import Replayer, ReplaySinks
 from app.settings import Settings
 from app.testing import isolated_settings
-
-WATERMARK_KEY = b"__watermark__"
+from schemas.heartbeat import WATERMARK_KEY
 
 # Assumptions that break (and some resolve) all along a dev-to-support run, so alerts are
 # raised both before and after a worker is killed. Kept here, not in examples/, so the

@@ -114,3 +114,15 @@ def test_json_schema_files_are_current():
 def test_every_contract_exports_a_schema(name):
     schema = json.loads(render()[f"{name}.schema.json"])
     assert schema["type"] == "object" and schema["properties"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(0, 2**63 - 1))
+def test_a_heartbeat_round_trips_through_its_bytes(src, wm):
+    from app.stream.source_state import decode_heartbeat
+    from schemas import Heartbeat
+
+    beat = Heartbeat(src=src, wm=wm)
+    assert Heartbeat.model_validate_json(beat.encode()) == beat
+    assert decode_heartbeat(beat.encode(), src + 1).value == (src, wm)
+    assert decode_heartbeat(beat.encode(), src).field == "src"  # not one of the partitions

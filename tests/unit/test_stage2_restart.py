@@ -140,9 +140,14 @@ def test_a_restart_keeps_what_the_heartbeats_before_the_committed_offset_said(cr
     assert first.alerts() | second.alerts() == ref.alerts()
 
 
-@pytest.mark.parametrize("bad", [b'{"src": 7, "wm": 5}', b'{"src": 0}', b'{"src": 0, "wm": "5"}',
-                                 b"[0, 5]", b"{not json"])
-def test_a_record_that_only_looks_like_a_heartbeat_is_dead_lettered(bad):
+@pytest.mark.parametrize("bad,code,field", [
+    (b'{"src": 7, "wm": 5}', "invalid_heartbeat", "src"),
+    (b'{"src": 0}', "invalid_heartbeat", "wm"),
+    (b'{"src": 0, "wm": "5"}', "invalid_heartbeat", "wm"),
+    (b"[0, 5]", "invalid_heartbeat", None),
+    (b"{not json", "invalid_json", None),
+])
+def test_a_record_that_only_looks_like_a_heartbeat_is_dead_lettered(bad, code, field):
     """``loadshape.sessions`` is open to any producer: a record under the heartbeat key that is
     no heartbeat goes to the DLQ with the reason, and changes nothing else."""
     recs = records()
@@ -154,8 +159,29 @@ def test_a_record_that_only_looks_like_a_heartbeat_is_dead_lettered(bad):
     assert _without_offsets(w.state()) == _without_offsets(ref.state())  # offsets moved by one
     assert w.alerts() == ref.alerts()
     [(_, letter)] = w.topics.dlq.delivered
-    assert orjson.loads(letter)["reason_code"] in ("invalid_heartbeat", "invalid_json")
+    letter = orjson.loads(letter)
+    assert (letter["reason_code"], letter["field"]) == (code, field), letter
     assert w.committer.committed(TP(TOPIC, 0)) > 401  # acked: the partition moves past it
+
+
+def test_an_agent_called_like_the_heartbeat_key_is_a_segment():
+    """Its sessions carry the heartbeat key (a segment's key is its agent): folded, not
+    dead-lettered as a broken heartbeat."""
+    recs = records(n_sessions=200)
+    odd = [ev for i in range(40) for ev in [_session_event(shape(i, agent="__watermark__"))]]
+    mixed = recs[:100] + odd + recs[100:]
+    for offset, ev in enumerate(mixed):
+        ev.message = type(recs[0].message)(0, offset, 1000.0)
+    w = uninterrupted(mixed, ticking_clock())
+    assert w.topics.dlq.delivered == []
+    assert WATERMARK_KEY in w.stage2.entries
+    assert w.stage2.entries[WATERMARK_KEY].monitor.sessions == 40
+
+
+def _session_event(s):
+    log = Log()
+    log.session(s, 1000.0)
+    return log.records[0]
 
 
 def _without_offsets(state: dict[bytes, bytes]) -> dict[bytes, dict]:
