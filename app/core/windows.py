@@ -12,7 +12,9 @@ one base64 string (8 bytes a value), the sketch's buckets are small integer list
 Reads are kept cheap without changing a bit of what they return: a quantile read does not
 touch the sum (only mean/stats compute it, as ``math.fsum`` over the ring: correctly rounded,
 so independent of history), and min/max are re-scanned only when the last copy of the
-minimum or maximum left the window (copies are counted), not whenever one copy did.
+minimum or maximum left the window (copies are counted), not whenever one copy did; a
+quantile read walks the sketch from where the last read of that quantile ended
+(``app.core.window_quantiles``).
 
 >>> w = RollingWindow(size=8)
 >>> for x in range(20):
@@ -29,11 +31,10 @@ import base64
 import math
 import sys
 from array import array
-from bisect import bisect_left
-from itertools import accumulate
 
 from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
 from app.core.stats import STAT_NAMES, MetricStats
+from app.core.window_quantiles import STAT_Q, cursor_key_at
 
 
 class RollingWindow:
@@ -219,7 +220,7 @@ class RollingWindow:
         """
         if not self.n:
             raise ValueError("quantile of an empty window")
-        q = _STAT_Q.get(stat)
+        q = STAT_Q.get(stat)
         s = self._sync(q is None)  # total: only mean needs it
         if q is None:
             if stat == "max":
@@ -227,35 +228,7 @@ class RollingWindow:
             if stat == "mean":
                 return float(s.total / s.count)
             raise KeyError(f"unknown stat {stat!r}; expected one of {', '.join(STAT_NAMES)}")
-        return float(s.value_of(self._key_at(q)))
-
-    def _key_at(self, q: float) -> int:
-        """``_key_at(self.sketch, q)``, walked from where the last read of ``q`` found it."""
-        s = self.sketch
-        rank = math.ceil(q * s.count - 1e-9) or 1  # max(1, ...): it is never below 0
-        if s.zeros >= rank:
-            return ZERO_KEY
-        if s.floor is not None:  # collapsed buckets: counts moved under the cursors
-            self._cursors.clear()
-            return _key_at(s, q)
-        cursor = self._cursors.get(q)
-        if cursor is None:
-            k = _key_at(s, q)
-            keys, bins = s.sorted_keys(), s.bins
-            self._cursors[q] = [k, sum(map(bins.__getitem__, keys[:bisect_left(keys, k)]))]
-            return k
-        keys, bins = s.sorted_keys(), s.bins
-        k, below = cursor
-        i = bisect_left(keys, k)  # k's bucket, or (emptied since) the next one up
-        rank -= s.zeros
-        while below >= rank:
-            i -= 1
-            below -= bins[keys[i]]
-        while below + bins[keys[i]] < rank:
-            below += bins[keys[i]]
-            i += 1
-        cursor[0], cursor[1] = keys[i], below
-        return keys[i]
+        return float(s.value_of(cursor_key_at(s, self._cursors, q)))
 
     def to_sketch(self) -> Sketch:
         """A standalone copy of the window's sketch (e.g. to merge across segments)."""
@@ -291,33 +264,3 @@ class RollingWindow:
         w._gone = w.n > 0 and not (w._n_lo and w._n_hi)
         return w
 
-
-_STAT_Q = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}  # as sketch.SUMMARY_QS
-
-
-def _key_at(s: Sketch, q: float) -> int:
-    """``s._keys_at((q,))[0]`` (the bucket holding rank ``max(1, ceil(q * n - 1e-9))``, the
-    first whose cumulative count reaches it), for a consistent sketch (zeros + bucket counts =
-    count, as a window's always is): high quantiles walk down from the top bucket."""
-    count = s.count
-    rank = max(1, math.ceil(q * count - 1e-9))
-    if s.zeros >= rank:
-        return ZERO_KEY
-    keys, bins = s.sorted_keys(), s.bins
-    if q < 0.75:
-        cum = list(accumulate(map(bins.__getitem__, keys), initial=s.zeros))
-        j = bisect_left(cum, rank)
-        if j == len(cum):
-            raise IndexError("inconsistent sketch: fewer values in buckets than counted")
-        return keys[j - 1]
-    # the lowest bucket i with zeros + counts up to i >= rank, i.e. at most count - rank
-    # values in the buckets above it
-    room = count - rank
-    above = 0
-    i = len(keys) - 1
-    while i > 0:
-        above += bins[keys[i]]
-        if above > room:
-            break
-        i -= 1
-    return keys[i]
