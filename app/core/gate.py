@@ -6,16 +6,16 @@ the window with the largest evidence: the likelihood-ratio estimate of where the
 began, so the post-change part is compared without diluting it with pre-change sessions
 (and an alert waits until that part holds ``min_post_n`` sessions). The five aspects:
 share of sessions above / below the baseline median bucket, above its p95, p99 and max
-buckets. An aspect passes when both hold:
+buckets (``app.core.aspects``). An aspect passes when both hold:
 
 * statistical, windows of ``min_post_n`` (20) sessions and more: the two-sample binomial
   likelihood-ratio statistic (G, in nats) of "share in this window" vs "share in the
-  baseline" is at least ``nats_needed(window)``: ``min_nats`` (24) at 20 sessions, falling as
-  1/n to ``long_nats`` (18) from 27 sessions on. G counts the baseline's own sampling error,
-  so a 2,000-session baseline does not pretend to know its P99 exactly. Short windows
-  need more: every length up to 32 is scanned (longer ones coarsely and overlapping), and
-  a handful of discrete values fakes a large G there far more often than the chi-square
-  tail says;
+  baseline" is at least ``nats_needed(window)``: ``min_nats`` (24) at 20 sessions, falling
+  as 1/n to ``long_nats`` (18) from 27 sessions on. G (``app.core.binomial``) counts the
+  baseline's own sampling error, so a 2,000-session baseline does not pretend to know its
+  P99 exactly. Short windows need more: every length up to 32 is scanned (longer ones
+  coarsely and overlapping), and a handful of discrete values fakes a large G there far more
+  often than the chi-square tail says;
 * statistical, windows of ``min_short_n`` (4) to 19 sessions: the *exact* binomial tail
   -ln P(at least k of n) at the baseline share raised by ~2 sigma of its sampling error
   (``conservative_rate``) is at least ``short_nats`` (18, what G needs of long windows).
@@ -48,18 +48,14 @@ False
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 
+from app.core.aspects import ASPECTS, aspect_hits, count_key
+from app.core.binomial import g_stat, tail_nats
 from app.core.log_location import LogLocation
 from app.core.reference import Reference, conservative_rate
 from app.core.sketch import MIN_VALUE, bucket_key, inverse_log_gamma
-
-# aspect -> (index into Reference.keys, direction, statistic judged for practical change)
-ASPECTS = MappingProxyType({
-    "median_up": (0, 1, "location"), "median_down": (0, -1, "location"),
-    "tail_p95": (1, 1, "p95"), "tail_p99": (2, 1, "p99"), "tail_max": (3, 1, "p99")})
 
 
 def scan_lengths(max_n: int) -> tuple[int, ...]:
@@ -114,25 +110,6 @@ class Verdict:
     change: float = 0.0  # relative change of the judged statistic (signed)
     post: dict[str, float] = field(default_factory=dict)  # n, mean, p50, p95, p99
     wait: int = 0  # significant, but the post-change sample is this many sessions short
-
-
-def g_stat(k: int, n: int, k0: int, n0: int) -> float:
-    """Binomial likelihood-ratio statistic (nats) of k/n vs k0/n0.
-
-    >>> round(g_stat(30, 40, 1000, 2000), 2), g_stat(20, 40, 1000, 2000)
-    (5.13, 0.0)
-    """
-    p = (k + k0) / (n + n0)
-    return n * _kl(k / n, p) + n0 * _kl(k0 / n0, p)
-
-
-def _kl(a: float, b: float) -> float:
-    out = 0.0
-    if a > 0.0:
-        out += a * math.log(a / b)
-    if a < 1.0:
-        out += (1.0 - a) * math.log((1.0 - a) / (1.0 - b))
-    return out
 
 
 def judge(values: Sequence[float], ref: Reference, cfg: GateConfig = GateConfig(),
@@ -201,33 +178,6 @@ def corroborate_counts(n: int, hits: list[int], ref: Reference, cfg: GateConfig,
     return Verdict(False)
 
 
-def aspect_hits(values: Iterable[float], ref: Reference) -> list[int]:
-    """Per aspect (``ASPECTS`` order): how many of ``values`` fall on its side of the baseline
-    bucket (above it, or below the median's for ``median_down``).
-
-    >>> from app.core.sketch import Sketch
-    >>> ref = Reference.from_sketch(Sketch.of([3.0, 2.0, 4.0, 3.0, 1.0, 5.0, 3.0, 2.0] * 250))
-    >>> aspect_hits([1.0, 3.0, 4.0, 9.0], ref)
-    [2, 1, 1, 1, 1]
-    """
-    hits = [0] * len(ASPECTS)
-    for x in values:
-        add_hit(hits, x, ref)
-    return hits
-
-
-def add_hit(hits: list[int], x: float, ref: Reference) -> None:
-    """Count ``x`` into ``hits`` (``aspect_hits``'s counts), in place."""
-    _count_key(hits, bucket_key(x, inverse_log_gamma(ref.rel_acc)), ref.keys)
-
-
-def _count_key(hits: list[int], k: int, keys: tuple[int, ...]) -> None:
-    """Count bucket key ``k`` into the per-aspect ``hits`` (``ASPECTS`` order)."""
-    for i, (j, direction, _) in enumerate(ASPECTS.values()):
-        if (k > keys[j]) if direction > 0 else (k < keys[j]):
-            hits[i] += 1
-
-
 def _strongest(best: dict[str, tuple[float, int]]) -> list[tuple[str, tuple[float, int]]]:
     return sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
 
@@ -254,7 +204,7 @@ def _scan(values: Sequence[float], ref: Reference, cfg: GateConfig, lengths: tup
     for i, x in enumerate(reversed(values), start=1):
         if t == len(todo):
             break
-        _count_key(counts, bucket_key(x, inv), keys)
+        count_key(counts, bucket_key(x, inv), keys)
         if i == todo[t]:
             t += 1
             is_short = cfg.min_short_n <= i < cfg.min_post_n
@@ -271,18 +221,6 @@ def _exact(aspect: str, k: int, n: int, ref: Reference) -> float:
     j, direction, _ = ASPECTS[aspect]
     return tail_nats(k, n, conservative_rate(ref.above[j] if direction > 0 else ref.below50,
                                              ref.n))
-
-
-def tail_nats(k: int, n: int, p: float) -> float:
-    """-ln P(X >= k) for X ~ Binomial(n, p): the exact evidence of ``k`` hits in ``n``.
-
-    >>> round(tail_nats(4, 4, 0.002), 1), round(tail_nats(6, 6, 0.0156), 1), tail_nats(0, 9, 0.1)
-    (24.9, 25.0, 0.0)
-    """
-    if k <= 0:
-        return 0.0
-    q = 1.0 - p
-    return -math.log(math.fsum(math.comb(n, j) * p**j * q ** (n - j) for j in range(k, n + 1)))
 
 
 def _g(aspect: str, k: int, n: int, ref: Reference) -> float:

@@ -41,9 +41,10 @@ from typing import Any, NamedTuple
 
 from app.core import episodes
 from app.core.alerts import alert_id, move_factor, severity
+from app.core.aspects import add_hit, aspect_hits
 from app.core.drift import AdwinDetector, Detector, QuantileCusum, Signal, detector_from_state
 from app.core.episodes import EpisodeState
-from app.core.gate import Verdict, add_hit, aspect_hits, corroborate_counts, judge
+from app.core.gate import Verdict, corroborate_counts, judge
 from app.core.log_location import LogLocation
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference
@@ -96,7 +97,7 @@ class MetricState:
     candidate: Candidate | None
     episode: EpisodeState
     change_hint: int | None = None  # value count where another metric's confirmed change began
-    # derived, never stored: (value count, gate.aspect_hits of the values since change_hint)
+    # derived, never stored: (value count, aspects.aspect_hits of the values since change_hint)
     hint_hits: tuple[int, list[int]] | None = None
     # derived from the baseline, never stored: its log-location (None: not continuous)
     log_loc: LogLocation | None = None

@@ -12,7 +12,8 @@ import numpy as np
 import orjson
 import pytest
 
-from app.core.gate import GateConfig, aspect_hits, corroborate
+from app.core.aspects import aspect_hits
+from app.core.gate import GateConfig, corroborate
 from app.core.metricwatch import SEGMENT_CHANGE, MetricState, hint
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference

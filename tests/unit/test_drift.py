@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from river.drift import ADWIN
 
+from app.core.binomial import g_stat
 from app.core.drift import AdwinDetector, QuantileCusum
-from app.core.gate import GateConfig, g_stat, judge
+from app.core.gate import GateConfig, judge
 from app.core.metricwatch import MetricState, Origin, observe
 from app.core.monitor_config import MonitorConfig
 from app.core.reference import Reference, conservative_rate
