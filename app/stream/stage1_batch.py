@@ -11,11 +11,9 @@ letters, re-keyed spans) and, ``HEARTBEAT_AFTER_S`` after the last, a heartbeat 
 folded since; every ``stage1_checkpoint_spans`` spans or ``stage1_checkpoint_s`` seconds it
 waits for those sends' acks, then writes the changed states and the meta record
 (watermark, last offset) to the state topic (``session_store``), waits for those acks, and
-only then commits the consumer offset. On assignment a partition is restored from the state
-topic and read again from the offset after its meta record (from its beginning if it has
-none); on revocation (awaited by aiokafka before it rejoins) it is checkpointed and committed,
-then dropped. A failed send drops the partition and restores it from its last checkpoint
-(its sessions are published again; stage 2 drops the duplicates).
+only then commits the consumer offset. Restoring a partition on assignment, dropping it on
+revocation and restarting it from its checkpoint after a failed send are the
+``PartitionOwnership`` half of the service (``app.stream.stage1_ownership``).
 """
 
 from __future__ import annotations
@@ -24,12 +22,12 @@ import asyncio
 import logging
 import time
 
-from aiokafka.abc import ConsumerRebalanceListener
 from mode import Service
 
 from app.broker.client_config import batch_consumer_kwargs, batch_producer_kwargs, state_reader_kwargs
 from app.core.stage1 import SessionStep
 from app.stream.session_store import SessionStore
+from app.stream.stage1_ownership import PartitionOwnership, RebalanceListener
 from app.stream.stage1_partition import PartitionFold, Send
 
 log = logging.getLogger(__name__)
@@ -43,7 +41,7 @@ LAG_EVERY_S = 5.0
 HEARTBEAT_AFTER_S = 0.1
 
 
-class BatchStage1(Service):
+class BatchStage1(PartitionOwnership, Service):
     def __init__(self, app, settings, metrics, step: SessionStep, **kwargs) -> None:
         super().__init__(**kwargs)
         self.app, self.settings, self.metrics, self.step = app, settings, metrics, step
@@ -77,7 +75,7 @@ class BatchStage1(Service):
             heartbeat_interval_s=conf.broker_heartbeat_interval,
             rebalance_timeout_s=conf.broker_rebalance_timeout,
             max_poll_interval_s=conf.broker_max_poll_interval))
-        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        self.consumer.subscribe([self.topic], listener=RebalanceListener(self))
         await self.consumer.start()
         self._task = asyncio.ensure_future(self._run())
 
@@ -206,81 +204,6 @@ class BatchStage1(Service):
             log.warning("stage 1: checkpoint failed for partitions %s", sorted(failed))
         return failed
 
-    # --- ownership -------------------------------------------------------------------------
-    async def _adopt(self, partitions: set[int]) -> None:
-        """Restore ``partitions`` from the state topic and read on after their checkpoint."""
-        from aiokafka import TopicPartition
-
-        if not partitions:
-            return
-        began = time.monotonic()
-        restored = await self.store.restore(partitions)
-        now = time.monotonic()
-        never = []  # no meta record: this group never checkpointed (so never committed) it
-        for p in sorted(partitions):
-            tp = TopicPartition(self.topic, p)
-            fold = PartitionFold(p, self.settings, self.step, self.metrics, restored[p])
-            meta = restored[p].meta
-            if meta is not None:
-                self.consumer.seek(tp, meta.offset + 1)
-            else:
-                never.append(tp)
-            self.folds[p] = fold
-            self.checkpointed_at[p] = now
-            log.info("stage 1: partition %s restored: %s sessions, meta %s (%.2f s)", p,
-                     len(fold.live.entries), meta, now - began)
-        if never:
-            await self.consumer.seek_to_beginning(*never)
-
-    async def _adopt_unowned(self) -> None:
-        """Partitions assigned to us that are not folded yet (a restore that failed)."""
-        if self.rebalancing:
-            return
-        mine = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
-        missing = mine - set(self.folds)
-        if missing:
-            try:
-                await self._adopt(missing)
-            except Exception:  # noqa: BLE001 - retried on the next batch
-                log.exception("stage 1: restoring partitions %s failed", sorted(missing))
-                await asyncio.sleep(1.0)
-
-    def _drop(self, partitions: set[int]) -> None:
-        for p in partitions:
-            self.folds.pop(p, None)
-            self.pending.pop(p, None)
-            self.checkpointed_at.pop(p, None)
-            self.beat_at.pop(p, None)
-
-    async def _reset(self, partitions: set[int]) -> None:
-        self._drop(partitions)
-        if not self.rebalancing:
-            mine = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
-            try:
-                await self._adopt(partitions & mine)
-            except Exception:  # noqa: BLE001 - _adopt_unowned retries
-                log.exception("stage 1: restoring partitions %s failed", sorted(partitions))
-
-    async def on_revoked(self, partitions: set[int]) -> None:
-        async with self.lock:
-            self.rebalancing = True
-            behind = {p for p in partitions & set(self.folds) if self.folds[p].behind}
-            if behind and not self._stopping:
-                await self._checkpoint(behind)
-            self._drop(set(self.folds))
-            self.metrics.set_sessions_open(0)
-
-    async def on_assigned(self, partitions: set[int]) -> None:
-        async with self.lock:
-            self.rebalancing = False
-            if self._stopping:
-                return
-            self._drop(set(self.folds) - partitions)
-            try:
-                await self._adopt(partitions - set(self.folds))
-            except Exception:  # noqa: BLE001 - _adopt_unowned retries
-                log.exception("stage 1: restoring partitions %s failed", sorted(partitions))
-
     def _publish_lag(self) -> None:
         from aiokafka import TopicPartition
 
@@ -305,14 +228,3 @@ async def _all_acked(futures: list[asyncio.Future]) -> bool:
     if bad:
         log.error("stage 1: %d of %d sends failed, e.g. %r", len(bad), len(futures), bad[0])
     return not bad
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, stage: BatchStage1) -> None:
-        self.stage = stage
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self.stage.on_revoked({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        await self.stage.on_assigned({tp.partition for tp in assigned})
