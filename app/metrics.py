@@ -216,6 +216,7 @@ class LoadshapeMetrics:
         children = self.session_children.get(seg)
         if children is None:
             children = self.session_children[seg] = {}
+            self.sessions_spilled.labels(seg)  # 0 from the segment's first session on
         for metric, hist in self.session.items():
             value = shape.metric(metric)
             if value is not None:
