@@ -13,7 +13,10 @@ Contract of the topic (``Settings.stage1_state_topic``, compacted, one partition
 A checkpoint of a partition is written in this order: changed entries, the meta record,
 then deletions. A crash mid-checkpoint leaves a prefix: entries newer than the meta record
 (harmless: folding is idempotent and the spans after the meta offset are folded again) and
-never a deletion whose spans could be read again. The last record of a key wins.
+never a deletion whose spans could be read again. The last record of a key wins. The meta
+record is sent only once every entry before it is acknowledged (``entries_then_meta``): the
+broker refuses a record on its own (one over its size limit, say) and takes the next, and a
+meta record past an entry it refused would restore the partition without that session.
 """
 
 from __future__ import annotations
@@ -76,6 +79,16 @@ def checkpoint_records(entries: Mapping[str, object], changed: Iterable[str],
         else:
             upserts.append((sid.encode(), entry.to_bytes()))
     return [*upserts, (META_KEY, meta.to_bytes()), *deletes]
+
+
+def entries_then_meta(records: list[Record]) -> tuple[list[Record], list[Record]]:
+    """A checkpoint's records in two sends: the entries, then the meta record and deletions.
+
+    >>> entries_then_meta([(b"a", b"1"), (META_KEY, b"m"), (b"b", None)])
+    ([(b'a', b'1')], [(b'\\xffmeta', b'm'), (b'b', None)])
+    """
+    at = next(i for i, (key, _) in enumerate(records) if key == META_KEY)
+    return records[:at], records[at:]
 
 
 def restore_records(records: Iterable[Record]) -> Restored:

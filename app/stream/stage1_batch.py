@@ -26,7 +26,7 @@ from mode import Service
 
 from app.broker.client_config import batch_consumer_kwargs, batch_producer_kwargs, state_reader_kwargs
 from app.core.stage1 import SessionStep
-from app.stream.session_store import SessionStore
+from app.stream.session_store import SessionStore, entries_then_meta
 from app.stream.stage1_ownership import PartitionOwnership, RebalanceListener
 from app.stream.stage1_partition import PartitionFold, Send
 
@@ -169,7 +169,8 @@ class BatchStage1(PartitionOwnership, Service):
 
     # --- checkpoints -----------------------------------------------------------------------
     async def _checkpoint(self, partitions: set[int]) -> set[int]:
-        """Outputs acked -> state records written and acked -> offsets committed.
+        """Outputs acked -> changed entries written and acked -> meta record (and deletions)
+        written and acked -> offsets committed (``session_store.entries_then_meta``).
 
         Returns the partitions whose outputs or checkpoint failed (nothing committed)."""
         from aiokafka import TopicPartition
@@ -178,21 +179,22 @@ class BatchStage1(PartitionOwnership, Service):
         for p in partitions:
             if not await _all_acked(self.pending.pop(p, [])):
                 failed.add(p)
-        written: dict[int, tuple[list[asyncio.Future], int]] = {}
+        offsets_of, entries, meta = {}, {}, {}
         for p in sorted(partitions - failed):
             fold = self.folds[p]
-            try:
-                written[p] = (await self.store.write(p, fold.checkpoint_records()), fold.offset)
-            except Exception:  # noqa: BLE001
-                log.exception("stage 1: checkpoint of partition %s not sent", p)
-                failed.add(p)
+            offsets_of[p] = fold.offset  # the offset these records hold
+            entries[p], meta[p] = entries_then_meta(fold.checkpoint_records())
+        sent = await self._send_checkpoint(entries, failed)
+        acked = [p for p in sent if await _all_acked(sent[p])]
+        failed.update(set(sent) - set(acked))
+        written = await self._send_checkpoint({p: meta[p] for p in acked}, failed)
         offsets = {}
         now = time.monotonic()
-        for p, (futures, offset) in written.items():
+        for p, futures in written.items():
             if await _all_acked(futures):
-                self.folds[p].checkpointed = offset
+                self.folds[p].checkpointed = offsets_of[p]
                 self.checkpointed_at[p] = now
-                offsets[TopicPartition(self.topic, p)] = offset + 1
+                offsets[TopicPartition(self.topic, p)] = offsets_of[p] + 1
             else:
                 failed.add(p)
         if offsets:
@@ -203,6 +205,18 @@ class BatchStage1(PartitionOwnership, Service):
         if failed:
             log.warning("stage 1: checkpoint failed for partitions %s", sorted(failed))
         return failed
+
+    async def _send_checkpoint(self, records: dict[int, list], failed: set[int]) -> dict[int, list]:
+        """Send each partition's records; the futures of their acks (a partition whose send
+        raised is added to ``failed`` instead)."""
+        sent = {}
+        for p, recs in records.items():
+            try:
+                sent[p] = await self.store.write(p, recs)
+            except Exception:  # noqa: BLE001
+                log.exception("stage 1: checkpoint of partition %s not sent", p)
+                failed.add(p)
+        return sent
 
     def _publish_lag(self) -> None:
         from aiokafka import TopicPartition

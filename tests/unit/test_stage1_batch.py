@@ -145,7 +145,10 @@ def test_checkpoint_waits_for_the_sessions_and_commit_waits_for_the_checkpoint()
         p.ack(SETTINGS.topic_sessions)
         await settle()
         keys = [k for _, k, _, _, _ in p.to(STATE)]
-        assert keys == [b"s1", b"s2", META_KEY]  # s1's tombstone only now
+        assert keys == [b"s1", b"s2"]  # s1's tombstone only now; the meta record once they are acked
+        p.ack(STATE)
+        await settle()
+        assert [k for _, k, _, _, _ in p.to(STATE)] == [b"s1", b"s2", META_KEY]
         assert stage.consumer.commits == []  # the checkpoint is not acked
         p.ack(STATE)
         assert await task == set()
@@ -185,8 +188,29 @@ def test_a_refused_dead_letter_does_not_hold_the_partition_back():
         p.ack(SETTINGS.topic_dlq, error=RuntimeError("message too large"))
         task = asyncio.ensure_future(stage._checkpoint({0}))
         await settle()
-        p.ack(STATE)
+        p.ack(STATE)  # the entries
+        await settle()
+        p.ack(STATE)  # the meta record
         assert await task == set() and stage.consumer.commits == [{0: 2}]
+
+    run(go())
+
+
+def test_a_refused_state_record_sends_no_meta_record_and_restarts_the_partition():
+    """The broker refuses one record on its own (over its size limit) and takes the next: a
+    meta record past the refused entry would restore the partition without that session."""
+    async def go():
+        stage = await started()
+        p = stage.producer
+        await stage._fold(batch(0, [span("s1", "a", 1), span("s2", "b", 2)]))
+        task = asyncio.ensure_future(stage._checkpoint({0}))
+        await settle()
+        [(_, key, _, _, fut)] = [s for s in p.to(STATE) if s[1] == b"s2"]
+        fut.set_exception(RuntimeError("MessageSizeTooLargeError"))
+        p.ack(STATE)  # s1
+        assert await task == {0}
+        assert META_KEY not in [k for _, k, _, _, _ in p.to(STATE)]
+        assert stage.consumer.commits == []
 
     run(go())
 
