@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
+import msgspec
+
 from app.core.live_sessions import LiveSessions
 from app.core.session import SessionValues
 from app.core.stage1 import SessionStep
 from app.core.stage2 import SegmentStep
-from app.stream.deadletter import dead_letter
+from app.stream.deadletter import dead_letter, too_large
 from schemas.alert import Alert
 from schemas.deadletter import DeadLetter
 from schemas.fastspan import SpanRecord, decode_span_fast, fast_records
@@ -28,6 +30,8 @@ from schemas.session import SessionShape
 from schemas.span import SpanEvent
 
 READ_BUFFER = 1 << 20  # bytes read at a time: the default 8 KiB is a system call per ~15 lines
+# index of a span in a feed_many call -> its original bytes, source and line (for a dead letter)
+Where = Callable[[int], tuple[bytes, str, int | None]]
 PROGRESS_EVERY = 4096  # lines between progress reports
 BLOCK_LINES = 128  # lines decoded at once (a divisor of PROGRESS_EVERY; their records stay in cache)
 
@@ -70,7 +74,7 @@ class Replayer:
         if not decoded.ok:
             self.reject(raw, decoded, source=source, line=line)
             return
-        self.feed(decoded.value)
+        self.feed_many((decoded.value,), lambda i: (raw, source, line))
 
     def reject(self, raw: bytes, decoded, *, source: str, line: int) -> None:
         self.result.dead_letters += 1
@@ -79,8 +83,9 @@ class Replayer:
     def feed(self, span: SpanEvent | SpanRecord) -> None:
         self.feed_many((span,))
 
-    def feed_many(self, spans: Iterable[SpanEvent | SpanRecord]) -> None:
-        """``feed`` each of ``spans`` in turn (one call per decoded block, not per span)."""
+    def feed_many(self, spans: Iterable[SpanEvent | SpanRecord], where: Where | None = None) -> None:
+        """``feed`` each of ``spans`` in turn (one call per decoded block, not per span).
+        ``where(i)``: the original bytes, source and line of ``spans[i]``, for a dead letter."""
         live, result = self.live, self.result
         spans = spans if spans.__class__ is list or spans.__class__ is tuple else list(spans)
         try:
@@ -89,8 +94,20 @@ class Replayer:
                     self._segment(res.closed)
                 elif res.outcome == "late":
                     result.late_spans += 1
+                elif res.outcome == "too_large":
+                    self._too_large(res.rejected, spans, where)
         finally:  # counted once per call (an attribute update per span costs)
             result.spans += len(spans)
+
+    def _too_large(self, span, spans, where: Where | None) -> None:
+        """Dead-letter ``span``: its session's state had no room for it (as stage 1 does)."""
+        if where is None:
+            raw, source, line = _encoded(span), "replay", None
+        else:
+            raw, source, line = where(next(i for i, s in enumerate(spans) if s is span))
+        self.result.dead_letters += 1
+        self.sinks.dead_letter(too_large(raw, span, self.live.step.max_state_bytes, source=source,
+                                         line=line))
 
     def _segment(self, shape: SessionValues) -> None:
         self.result.sessions += 1
@@ -127,6 +144,10 @@ class Replayer:
         return self.result
 
 
+def _encoded(span: SpanEvent | SpanRecord) -> bytes:
+    return span.model_dump_json().encode() if isinstance(span, SpanEvent) else msgspec.json.encode(span)
+
+
 def iter_blocks(path) -> Iterator[tuple[int, list[bytes]]]:
     """(number of the first line, the lines with their line ends) of a JSON-lines file, in
     blocks of ``BLOCK_LINES`` lines."""
@@ -158,7 +179,8 @@ def feed_file(replayer: Replayer, path, *, fmt: str = "spans",
     for first, block in iter_blocks(path):
         records = fast_records(block)
         if records is not None:  # the usual block: flat records only, decoded in one go
-            replayer.feed_many(records)
+            replayer.feed_many(records, lambda i, block=block, first=first: (
+                block[i].rstrip(b"\r\n"), source, first + i))
             if (last := first + len(block) - 1) % PROGRESS_EVERY == 0:
                 progress(last)
             continue
@@ -182,5 +204,6 @@ def _feed_otlp(replayer: Replayer, path, source: str, progress) -> None:
         for r in batch.rejected:
             replayer.reject(r.span_json or b"", Decoded(reason=r.reason, field=r.field, code=r.code),
                             source=source, line=no)
-        replayer.feed_many(batch.spans)
+        replayer.feed_many(batch.spans, lambda i, spans=batch.spans, no=no: (
+            _encoded(spans[i]), source, no))
         progress(no)

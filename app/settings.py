@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     app_id: str = "loadshape"
     state_dir: Path = PROJECT_ROOT / ".state"
     session_idle_timeout_s: float = Field(300.0, gt=0)
+    session_max_state_bytes: int = Field(
+        512 * 1024, ge=16 * 1024, le=900 * 1024,
+        description="an open session's stage-1 state at most (one Kafka record, <= 1 MB); new "
+                    "spans of a full session are dead-lettered (session_too_large)")
     reorder_lateness_s: float = Field(30.0, ge=0)
     reorder_max_held: int = Field(4096, ge=1, description="sessions a segment's reorder buffer "
                                   "holds at most; beyond it the earliest go on unordered (spilled)")

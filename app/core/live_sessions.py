@@ -70,17 +70,19 @@ class LiveSessions:
         # Once per span, so kept flat: a new span of a live open session is folded right
         # here (``SessionStep.apply`` would fold it the same way); the rest goes through it.
         if entry.__class__ is SessionState and not entry.closed and not span.session_end:
-            if span.span_id in entry.parents:
+            parents = entry.parents
+            if span.span_id in parents:
                 return StepResult(entry, None, "duplicate", entry.end_ns)
-            fold_new(entry, span)  # in place (found by its session id); it stays open
-            return None  # its last event can only have moved later: no idle.touch needed
+            if len(parents) < entry.check_at:  # surely room for it (else the step looks)
+                fold_new(entry, span)  # in place (found by its session id); it stays open
+                return None  # its last event can only have moved later: no idle.touch needed
         result = self.step.apply(entry, span)
         outcome = result.outcome
         if outcome == "folded":
             entries[sid] = result.entry
             self.idle.touch(sid, result.last_event_ns)
             return None
-        if outcome != "duplicate" and outcome != "late":  # those change nothing
+        if outcome != "duplicate" and outcome != "late" and outcome != "too_large":  # no change
             self._store(sid, result)
         return result
 

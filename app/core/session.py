@@ -49,6 +49,13 @@ ClosedBy = Literal["session_end", "idle", "flush"]
 # Stands for "no parent" in the compact parent map; span ids are never empty (min_length=1).
 NO_PARENT = ""
 
+# The most one span can add to a state's stored bytes: six strings of at most 128 characters
+# (its id and parent id in ``parents``, the parent again in ``tool_parents``, a tool, model and
+# route name), each up to 6 bytes a character in JSON (a control character is escaped as
+# \u00XX), with quotes, separators and a count.
+MAX_SPAN_BYTES = 6 * (6 * 128 + 24)
+FULL = -1  # ``SessionState.check_at`` of a state that takes no new span
+
 @dataclass(slots=True)
 class SessionState:
     """Everything stage 1 keeps for one open session (plain data; see module doc)."""
@@ -78,6 +85,9 @@ class SessionState:
     tools: dict[str, int] = field(default_factory=dict)  # name -> calls (dict: JSON-able set)
     models: dict[str, int] = field(default_factory=dict)
     routes: dict[str, int] = field(default_factory=dict)
+    # span count from which the next new span needs a look at the stored size (``has_room``);
+    # FULL: none fits. Derived, kept so a restored state decides as the uninterrupted one did.
+    check_at: int = 0
 
     @property
     def spans(self) -> int:
@@ -207,6 +217,26 @@ def fold_new(state: SessionState, span: SpanEvent) -> SessionState:
     if limit is not None and (state.context_limit is None or limit > state.context_limit):
         state.context_limit = limit
     return state
+
+
+def has_room(state: SessionState, max_bytes: int) -> bool:
+    """Whether ``state`` may take one more new span and still be stored in ``max_bytes``.
+
+    Its stored bytes are measured only every so many spans: after a measurement, the next is
+    due once as many new spans came as surely fit in the room left (``MAX_SPAN_BYTES`` each).
+    A state that is full stays full (an open session only grows).
+
+    >>> st = SessionState("s", "a", None, 0, "r", 0, 1, parents={"r": NO_PARENT})
+    >>> has_room(st, 10 * MAX_SPAN_BYTES), st.check_at   # measured: 9 more surely fit
+    (True, 10)
+    >>> has_room(st, MAX_SPAN_BYTES), st.check_at
+    (False, -1)
+    """
+    if state.check_at == FULL:
+        return False
+    spare = (max_bytes - len(state.to_bytes())) // MAX_SPAN_BYTES
+    state.check_at = len(state.parents) + spare if spare > 0 else FULL
+    return spare > 0
 
 
 @lru_cache(maxsize=4096)  # bounded: segment names come from the spans

@@ -27,7 +27,9 @@ from app.core import session as core
 from schemas.session import SessionShape
 from schemas.span import SpanEvent
 
-Outcome = Literal["folded", "duplicate", "closed", "late", "expired", "idle_closed", "flushed"]
+Outcome = Literal["folded", "duplicate", "closed", "late", "too_large", "expired", "idle_closed",
+                  "flushed"]
+DEFAULT_MAX_STATE_BYTES = 512 * 1024  # settings.session_max_state_bytes
 
 
 Entry = core.SessionState | core.Tombstone
@@ -41,6 +43,7 @@ class StepResult:
     last_event_ns: int = 0
     unchanged: bytes | None = None  # the stored bytes, when the step changed nothing
     closing: core.SessionState | None = None  # on a session_end close: the state that closed
+    rejected: object = None  # "too_large": the span its session's state had no room for
 
     @property
     def state(self) -> bytes | None:
@@ -57,19 +60,26 @@ def _load(stored: bytes | Entry) -> Entry:
 class SessionStep:
     """Owns no state; ``apply``/``expire``/``flush`` map stored bytes to new stored bytes."""
 
-    def __init__(self, *, idle_timeout_ns: int, validate: bool = True) -> None:
+    def __init__(self, *, idle_timeout_ns: int, validate: bool = True,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES) -> None:
         self.idle_timeout_ns = idle_timeout_ns
         # False: a closed session comes out as ``core.SessionValues`` (unvalidated), for a
         # caller that hands it to stage 2 in-process and validates what it passes on
         self.validate = validate
+        # An open session's state is one record of stage 1's state topic (a Kafka record is
+        # at most 1 MB): a new span that might not fit is refused ("too_large")
+        self.max_state_bytes = max_state_bytes
+        self.first_check = max(1, max_state_bytes // core.MAX_SPAN_BYTES)
 
     def unvalidated(self) -> SessionStep:
         """This step with ``validate=False``."""
-        return SessionStep(idle_timeout_ns=self.idle_timeout_ns, validate=False)
+        return SessionStep(idle_timeout_ns=self.idle_timeout_ns, validate=False,
+                           max_state_bytes=self.max_state_bytes)
 
     @classmethod
     def from_settings(cls, settings) -> SessionStep:
-        return cls(idle_timeout_ns=int(settings.session_idle_timeout_s * 1e9))
+        return cls(idle_timeout_ns=int(settings.session_idle_timeout_s * 1e9),
+                   max_state_bytes=settings.session_max_state_bytes)
 
     def apply(self, stored: bytes | Entry | None, span: SpanEvent) -> StepResult:
         """Fold ``span``. A live entry passed in is updated in place (its caller owns it)."""
@@ -83,7 +93,14 @@ class SessionStep:
             if isinstance(entry, core.Tombstone):
                 return StepResult(entry, None, "late", entry.last_event_ns, raw)
             before = len(entry.parents)
+        # (a session_end span always fits: the session closes, and a tombstone is stored)
+        if (entry is not None and before >= entry.check_at and not entry.closed
+                and not span.session_end and span.span_id not in entry.parents
+                and not core.has_room(entry, self.max_state_bytes)):
+            return StepResult(entry, None, "too_large", entry.end_ns, rejected=span)  # now FULL
         state = core.fold(entry, span)
+        if entry is None:
+            state.check_at = self.first_check
         if state.closed:
             # also for a replayed span: a stored closed state means a worker stopped before
             # Kafka had the session, so the session is published again (stage 2 drops the

@@ -14,6 +14,18 @@ def dead_letter(raw: bytes, rejected: Decoded, *, source: str, partition: int | 
                          line=line)
 
 
+TOO_LARGE = "session_too_large"
+
+
+def too_large(raw: bytes, span, max_state_bytes: int, *, source: str, partition: int | None = None,
+              offset: int | None = None, line: int | None = None) -> DeadLetter:
+    """A DeadLetter for a span its session's state had no room for (stage 1's ``too_large``)."""
+    reason = (f"session_id: session {span.session_id!r} is full (its state would pass "
+              f"session_max_state_bytes={max_state_bytes}); span {span.span_id!r} not folded")
+    return DeadLetter.of(raw, reason=reason, reason_code=TOO_LARGE, field="session_id",
+                         source=source, partition=partition, offset=offset, line=line)
+
+
 async def guarded(handle, event, *, dlq_topic, metrics, source: str, log) -> None:
     """Run ``handle`` on one event; an unexpected error dead-letters the record instead of
     crashing the agent (a crashed Faust agent stops consuming its partitions)."""

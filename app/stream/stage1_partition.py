@@ -18,7 +18,7 @@ import logging
 
 from app.core.live_sessions import LiveSessions
 from app.core.stage1 import SessionStep
-from app.stream.deadletter import dead_letter
+from app.stream.deadletter import TOO_LARGE, dead_letter, too_large
 from app.stream.session_store import PartitionMeta, Record, Restored, checkpoint_records
 from schemas.deadletter import DeadLetter
 from schemas.fastspan import decode_span_fast
@@ -87,6 +87,11 @@ class PartitionFold:
         outcome = result.outcome
         if outcome == "late":
             self.metrics.count_late_span()
+        elif outcome == "too_large":
+            self.metrics.count_dead_letter(TOO_LARGE)
+            dl = too_large(raw, span, self.live.step.max_state_bytes, source=self.topic_spans,
+                           partition=self.partition, offset=offset)
+            out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
         elif outcome != "duplicate":
             self._changed(sid, result, out)
         for idle_sid, result in self.live.expire():

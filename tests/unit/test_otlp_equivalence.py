@@ -116,10 +116,10 @@ def replay(feed: Callable[[Replayer], None]) -> Replay:
     seen: list[SpanEvent] = []
     feed_spans = rp.feed_many
 
-    def capture(spans: Iterable[SpanEvent]) -> None:
+    def capture(spans: Iterable[SpanEvent], where=None) -> None:
         spans = list(spans)
         seen.extend(spans)
-        feed_spans(spans)
+        feed_spans(spans, where)
 
     rp.feed_many = capture  # feed_file, feed_raw and feed all end in replayer.feed_many
     feed(rp)
