@@ -18,11 +18,12 @@ from itertools import islice
 
 import msgspec
 
+from app.broker.partitioner import partition_of
 from app.core.live_sessions import LiveSessions
 from app.core.session import SessionValues
 from app.core.stage1 import SessionStep
 from app.core.stage2 import SegmentStep
-from app.stream.deadletter import dead_letter, too_large
+from app.stream.deadletter import dead_letter, segment_limit, too_large
 from schemas.alert import Alert
 from schemas.deadletter import DeadLetter
 from schemas.fastspan import SpanRecord, decode_span_fast, fast_records
@@ -58,7 +59,8 @@ class Replayer:
     """Holds the run's state (live objects instead of Kafka state); the steps stay pure."""
 
     def __init__(self, session_step: SessionStep, segment_step: SegmentStep, *,
-                 sinks: ReplaySinks | None = None) -> None:
+                 sinks: ReplaySinks | None = None,
+                 segment_limit: tuple[int, int] | None = None) -> None:
         # results are alerts only: the step's per-fold gauges (quantiles etc.) are not computed
         self.s2 = segment_step.without_gauges()
         # closed sessions come out unvalidated (stage 2 reads their values in-process);
@@ -68,6 +70,9 @@ class Replayer:
         self.segments: dict[str, object] = {}  # segment key -> SegmentEntry (live objects)
         self._tick = 0
         self.result = ReplayResult()
+        # (sessions partitions, segments each may track): stage 2's limit, as the worker has it
+        self.segment_limit = segment_limit
+        self._segments_in: dict[int, int] = {}  # sessions partition -> segments tracked
 
     def feed_raw(self, raw: bytes, *, source: str, line: int) -> None:
         decoded = decode_span_fast(raw)  # compiled path; pydantic decides (and explains) the rest
@@ -115,10 +120,28 @@ class Replayer:
             shape = shape.shape()
             self.sinks.session(shape)
         key = shape.segment.key
-        res = self.s2.apply(self.segments.get(key), shape, self.live.watermark)
+        entry = self.segments.get(key)
+        if entry is None and self.segment_limit is not None and not self._admits(shape):
+            return
+        res = self.s2.apply(entry, shape, self.live.watermark)
         self.segments[key] = res.entry
         self._alerts(res.alerts)
         self._advance_others(key)
+
+    def _admits(self, shape: SessionShape) -> bool:
+        """Whether stage 2 takes ``shape``'s new segment (first come, first served, per
+        sessions partition); else its session is dead-lettered (``segment_limit``)."""
+        partitions, limit = self.segment_limit
+        key = shape.segment.key
+        part = partition_of(key.encode(), partitions)
+        tracked = self._segments_in.get(part, 0)
+        if tracked < limit:
+            self._segments_in[part] = tracked + 1
+            return True
+        raw = (shape if shape.__class__ is SessionShape else shape.shape()).model_dump_json().encode()
+        self.result.dead_letters += 1
+        self.sinks.dead_letter(segment_limit(raw, key, part, limit, source="replay"))
+        return False
 
     def _advance_others(self, except_key: str) -> None:
         # Event time moved on for every segment, as a worker's heartbeats would tell them.
@@ -166,7 +189,8 @@ def build_replayer(settings, *, alerts_fh=None, dlq_fh=None, sessions_fh=None) -
     sinks = ReplaySinks(alert=line(alerts_fh), session=line(sessions_fh) if sessions_fh else None,
                         dead_letter=line(dlq_fh))
     return Replayer(SessionStep.from_settings(settings), SegmentStep.from_settings(settings),
-                    sinks=sinks)
+                    sinks=sinks, segment_limit=(settings.sessions_partitions,
+                                                settings.max_segments_per_partition))
 
 
 def feed_file(replayer: Replayer, path, *, fmt: str = "spans",

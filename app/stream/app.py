@@ -13,22 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
-from aiokafka.partitioner import DefaultPartitioner
 
 from app.broker.client_config import faust_broker_kwargs
 from app.settings import Settings
 
 PRODUCER_BUFFER_MESSAGES = 5000
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition our producers (aiokafka's default partitioner) put ``key`` in.
-
-    >>> partition_of(b"sess-1", 4) == partition_of(b"sess-1", 4)
-    True
-    """
-    every = list(range(partitions))
-    return DefaultPartitioner()(key, every, every)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,19 @@ def too_large(raw: bytes, span, max_state_bytes: int, *, source: str, partition:
                          source=source, partition=partition, offset=offset, line=line)
 
 
+SEGMENT_LIMIT = "segment_limit"
+
+
+def segment_limit(raw: bytes, segment_key: str, partition: int, limit: int, *, source: str,
+                  offset: int | None = None) -> DeadLetter:
+    """A DeadLetter for a session of a segment stage 2 has no room for (one segment's state is
+    sketches and detectors: a producer that puts an id in the agent name must not exhaust memory)."""
+    reason = (f"segment: {segment_key!r} is a new segment, and sessions partition {partition} "
+              f"already tracks max_segments_per_partition={limit}")
+    return DeadLetter.of(raw, reason=reason, reason_code=SEGMENT_LIMIT, field="segment",
+                         source=source, partition=partition, offset=offset)
+
+
 async def guarded(handle, event, *, dlq_topic, metrics, source: str, log) -> None:
     """Run ``handle`` on one event; an unexpected error dead-letters the record instead of
     crashing the agent (a crashed Faust agent stops consuming its partitions)."""

@@ -49,9 +49,9 @@ import time
 from collections import deque
 
 from app.broker.client_config import FETCH_MAX_WAIT_MS
+from app.broker.partitioner import partition_of
 from app.core.stage2 import SegmentStep
-from app.stream.app import partition_of
-from app.stream.deadletter import dead_letter, guarded
+from app.stream.deadletter import SEGMENT_LIMIT, dead_letter, guarded, segment_limit
 from app.stream.faust_offsets import (
     committed_offset,
     guard_commits,
@@ -223,15 +223,20 @@ class Stage2:
         else:
             decoded = decode(SessionShape, raw)
         if not decoded.ok:
-            self.metrics.count_dead_letter(decoded.code)
-            dl = dead_letter(raw, decoded, source=self.settings.topic_sessions, partition=partition,
-                             offset=offset)
-            # delivered before the record is acked: a kill -9 may not lose it
-            await (await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode()))
+            await self._dead_letter(key, decoded.code, dead_letter(
+                raw, decoded, source=self.settings.topic_sessions, partition=partition, offset=offset))
             return
         shape = decoded.value
         seg = shape.segment.key.encode()
-        self._segments(partition).add(seg)
+        segments = self._segments(partition)
+        if seg not in segments:
+            limit = self.settings.max_segments_per_partition
+            if len(segments) >= limit:
+                await self._dead_letter(key, SEGMENT_LIMIT, segment_limit(
+                    raw, shape.segment.key, partition, limit, source=self.settings.topic_sessions,
+                    offset=offset))
+                return
+            segments.add(seg)
         entry = self._entry(seg)
         if entry is not None and entry.seen(partition, offset):
             return  # redelivered after a crash: already in the checkpointed state
@@ -239,6 +244,11 @@ class Stage2:
         result.entry.mark(partition, offset)
         self._held = seg
         await self._emit(seg, result)
+
+    async def _dead_letter(self, key: bytes | None, code: str, dl) -> None:
+        self.metrics.count_dead_letter(code)
+        # delivered before the record is acked: a kill -9 may not lose it
+        await (await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode()))
 
     async def _heartbeat(self, source: int, watermark_ns: int, partition: int) -> None:
         self.sources.of(partition).update(source, watermark_ns)

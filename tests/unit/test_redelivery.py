@@ -134,3 +134,25 @@ def test_stage1_idle_clock_retires_a_closed_state_without_publishing():
     assert retired.closed is None and isinstance(retired.entry, core.Tombstone)
     open_state = step.apply(None, span("a")).state
     assert step.expire(open_state, watermark_ns=1000).closed.closed_by == "idle"
+
+
+def test_replay_applies_the_segment_limit_per_sessions_partition():
+    from app.broker.partitioner import partition_of
+    from app.replay import build_replayer
+
+    settings = Settings(sessions_partitions=2, max_segments_per_partition=2)
+    r = build_replayer(settings)
+    letters = []
+    r.sinks.dead_letter = letters.append
+    agents = [f"agent-{i}" for i in range(8)]
+    for i, agent in enumerate(agents * 3):
+        r._segment(SessionShape(session_id=f"s{i}", segment=Segment(agent=agent),
+                                start_time_unix_nano=i, end_time_unix_nano=i + 1,
+                                closed_by="session_end", spans=1))
+    by_part = {}
+    for agent in agents:
+        by_part.setdefault(partition_of(agent.encode(), 2), []).append(agent)
+    kept = {a for part in by_part.values() for a in part[:2]}
+    assert set(r.segments) == kept and len(kept) == 4
+    assert sorted(d.reason_code for d in letters) == ["segment_limit"] * (3 * (8 - 4))
+    assert {orjson.loads(d.original)["segment"]["agent"] for d in letters} == set(agents) - kept

@@ -16,13 +16,13 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from app.broker.partitioner import partition_of
 from app.core.stage1 import SessionStep
 from app.core.stage2 import SegmentStep
 from app.metrics import LoadshapeMetrics
 from app.replay import Replayer, ReplaySinks
 from app.settings import Settings
 from app.simulate import iter_records
-from app.stream.app import partition_of
 from app.stream.session_store import META_KEY, restore_records
 from app.stream.stage1_partition import HEARTBEAT_EVERY, WATERMARK_KEY, PartitionFold
 

@@ -211,3 +211,17 @@ def test_a_source_that_never_moves_spills_counted_and_logged(caplog):
             if s.name.endswith("_total")} == {"a": 185.0, "b": 35.0}
     warned = [r.getMessage() for r in caplog.records if "reorder buffer full" in r.getMessage()]
     assert len(warned) == 8 + 6  # at totals 1, 2, 4, ..., 128 (a) and 1, ..., 32 (b)
+
+
+def test_sessions_of_a_segment_beyond_the_limit_are_dead_lettered():
+    """A producer that puts an id in the agent name makes a segment per session, and each
+    holds sketches and detectors: beyond ``max_segments_per_partition`` the sessions of new
+    segments go to the DLQ (first come, first served), the tracked ones go on."""
+    recs = records(n_sessions=200)
+    w = Worker(max_segments_per_partition=1)
+    w.run(recs)
+    assert set(w.stage2.entries) == {b"a"}  # session 0 is of segment "a" (see shape())
+    letters = [orjson.loads(v) for _, v in w.topics.dlq.delivered]
+    assert len(letters) == 50 and {d["reason_code"] for d in letters} == {"segment_limit"}
+    assert {d["field"] for d in letters} == {"segment"} and "'b'" in letters[0]["reason"]
+    assert w.stage2.entries[b"a"].monitor.sessions == 150
