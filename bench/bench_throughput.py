@@ -45,6 +45,9 @@ from bench.common import (
 from schemas.validation import decode_span
 
 GOAL_WORKER = 50_000
+# The pre-loaded run is bimodal on this machine (how the fetches interleave the partitions):
+# the same code measured 72,973 and 87,454 spans/s back to back. Report the median of a few.
+PRELOAD_RUNS = 3
 FAUST_FLOOR = Path(__file__).with_name("faust_floor.py")
 
 
@@ -186,7 +189,9 @@ def run(base, workdir: Path, *, sessions: int = 6_000) -> tuple[list[Row], dict]
     raw_valid = raw_consumer(raw_topic, raw_topic.topic_spans, n, decode_span)
     floor = faust_floor(raw_topic, raw_topic.topic_spans, n, workdir)
 
-    one = run_workers(base, workdir, records, 1, "w1", preload=True)
+    ones = sorted((run_workers(base, workdir, records, 1, f"w1-{i}", preload=True)
+                   for i in range(PRELOAD_RUNS)), key=lambda r: r["rate"])
+    one = ones[len(ones) // 2]
     burst = run_workers(base, workdir, records, 1, "w1b")
     two = run_workers(base, workdir, records, 2, "w2")
     same = one["sessions"] == two["sessions"]
@@ -201,6 +206,7 @@ def run(base, workdir: Path, *, sessions: int = 6_000) -> tuple[list[Row], dict]
         Row("1 Kafka throughput", "1 worker, pre-loaded topic: spans folded by stage 1",
             f"{fmt_rate(one['rate'])} spans/s", f">= {fmt_rate(GOAL_WORKER)} spans/s",
             verdict(one["rate"] >= GOAL_WORKER),
+            f"median of {PRELOAD_RUNS} runs ({', '.join(fmt_rate(r['rate']) for r in ones)}); "
             f"{one['counted']:,.0f} spans over {one['seconds']:.1f} s; stage 2 runs in the same "
             f"process; worker {one['worker_cpu']:.1f} CPU-s, broker {one['broker_cpu']:.1f} CPU-s"),
         Row("1 Kafka throughput", "1 worker, pre-loaded: until stage 2 released every session",
@@ -225,5 +231,6 @@ def run(base, workdir: Path, *, sessions: int = 6_000) -> tuple[list[Row], dict]
             f"{len(one['sessions']):,} vs {len(two['sessions']):,} distinct session records"),
     ]
     facts = {"n": n, "raw_json": raw_json, "raw_valid": raw_valid, "floor": floor, "one": one,
+             "ones": [r["rate"] for r in ones],
              "burst": burst, "two": two}
     return rows, facts
