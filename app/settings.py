@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         512 * 1024, ge=16 * 1024, le=900 * 1024,
         description="an open session's stage-1 state at most (one Kafka record, <= 1 MB); new "
                     "spans of a full session are dead-lettered (session_too_large)")
+    session_max_open: int = Field(
+        200_000, ge=1, description="sessions (and tombstones) stage 1 keeps per span partition "
+        "(~2.4 KB each); beyond it the least recently active is closed early, as idle")
     reorder_lateness_s: float = Field(30.0, ge=0)
     max_segments_per_partition: int = Field(
         1000, ge=1, description="segments stage 2 tracks per loadshape.sessions partition (each "

@@ -72,6 +72,33 @@ class IdleIndex:
         due.sort()
         return [sid for _, sid in due]
 
+    def pop_oldest(self) -> str | None:
+        """Remove and return the tracked session with the earliest last event (ties by id),
+        None if none is tracked.
+
+        >>> last = {"a": 10, "b": 20}
+        >>> idx = IdleIndex(last.__getitem__)
+        >>> idx.touch("a", 10); idx.touch("b", 20)
+        >>> last["a"] = 30  # later: no touch
+        >>> idx.pop_oldest(), idx.pop_oldest(), idx.pop_oldest()
+        ('b', 'a', None)
+        """
+        while self._heap:
+            queued, sid = self._heap[0]
+            if self._queued.get(sid) != queued:
+                heapq.heappop(self._heap)  # a stale entry: forgotten, or queued again since
+                continue
+            last = self._last_event(sid)
+            if last > queued:  # queued early (its later events were not touched): re-queue
+                heapq.heappop(self._heap)
+                self._queue(sid, last)
+                continue
+            heapq.heappop(self._heap)
+            del self._queued[sid]
+            self.earliest_ns = self._heap[0][0] if self._heap else NEVER
+            return sid
+        return None
+
     def _queue(self, session_id: str, at_ns: int) -> None:
         self._queued[session_id] = at_ns
         heapq.heappush(self._heap, (at_ns, session_id))

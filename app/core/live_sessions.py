@@ -38,7 +38,7 @@ from app.core.stage1 import Entry, SessionStep, StepResult
 
 
 class LiveSessions:
-    __slots__ = ("step", "entries", "idle", "watermark")
+    __slots__ = ("step", "entries", "idle", "watermark", "max_open")
 
     def __init__(self, step: SessionStep, *, entries: dict[str, Entry] | None = None,
                  watermark: int = 0) -> None:
@@ -48,6 +48,7 @@ class LiveSessions:
         for sid, entry in self.entries.items():
             self.idle.touch(sid, entry.last_event_ns)
         self.watermark = watermark
+        self.max_open = step.max_open
 
     def fold(self, span) -> StepResult:
         """Fold ``span`` (a ``SpanEvent`` or ``SpanRecord``) and advance the watermark; the
@@ -81,7 +82,8 @@ class LiveSessions:
         if outcome == "folded":
             entries[sid] = result.entry
             self.idle.touch(sid, result.last_event_ns)
-            return None
+            # a new session past max_open: the caller is told, so that it calls expire()
+            return result if len(entries) > self.max_open else None
         if outcome != "duplicate" and outcome != "late" and outcome != "too_large":  # no change
             self._store(sid, result)
         return result
@@ -97,7 +99,11 @@ class LiveSessions:
         earliest = due = None
         for span in spans:
             if (res := fold_open(span)) is not None:
-                yield res
+                if res.outcome != "folded":  # "folded": a new session past max_open
+                    yield res
+                if len(self.entries) > self.max_open:  # (also after a one-span session)
+                    for _, evicted in self.expire():
+                        yield evicted
             if idle.earliest_ns is not earliest:
                 earliest = idle.earliest_ns
                 due = earliest + timeout
@@ -106,12 +112,22 @@ class LiveSessions:
                     yield res
 
     def expire(self) -> list[tuple[str, StepResult]]:
-        """Close (or retire) every session idle as of the watermark, oldest first."""
+        """Close (or retire) every session idle as of the watermark, oldest first; then, while
+        there are more than ``max_open`` entries, evict the least recently active."""
         wm = self.watermark
         if self.idle.earliest_ns >= wm - self.step.idle_timeout_ns:
-            return []  # the common case (once per span): nothing is due
-        return [(sid, self._store(sid, self.step.expire(self.entries.get(sid), wm)))
-                for sid in self.idle.expired(wm, self.step.idle_timeout_ns)]
+            # the common case (once per span): nothing is due
+            return [] if len(self.entries) <= self.max_open else self._evict()
+        out = [(sid, self._store(sid, self.step.expire(self.entries.get(sid), wm)))
+               for sid in self.idle.expired(wm, self.step.idle_timeout_ns)]
+        return out + self._evict() if len(self.entries) > self.max_open else out
+
+    def _evict(self) -> list[tuple[str, StepResult]]:
+        out = []
+        while len(self.entries) > self.max_open:
+            sid = self.idle.pop_oldest()
+            out.append((sid, self._store(sid, self.step.evict(self.entries[sid]))))
+        return out
 
     def flush(self) -> list[tuple[str, StepResult]]:
         """End of input: close every open session and drop every tombstone, by session id."""

@@ -28,8 +28,9 @@ from schemas.session import SessionShape
 from schemas.span import SpanEvent
 
 Outcome = Literal["folded", "duplicate", "closed", "late", "too_large", "expired", "idle_closed",
-                  "flushed"]
+                  "evicted", "flushed"]
 DEFAULT_MAX_STATE_BYTES = 512 * 1024  # settings.session_max_state_bytes
+DEFAULT_MAX_OPEN = 200_000  # settings.session_max_open
 
 
 Entry = core.SessionState | core.Tombstone
@@ -61,7 +62,8 @@ class SessionStep:
     """Owns no state; ``apply``/``expire``/``flush`` map stored bytes to new stored bytes."""
 
     def __init__(self, *, idle_timeout_ns: int, validate: bool = True,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES) -> None:
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_open: int = DEFAULT_MAX_OPEN) -> None:
         self.idle_timeout_ns = idle_timeout_ns
         # False: a closed session comes out as ``core.SessionValues`` (unvalidated), for a
         # caller that hands it to stage 2 in-process and validates what it passes on
@@ -70,16 +72,21 @@ class SessionStep:
         # at most 1 MB): a new span that might not fit is refused ("too_large")
         self.max_state_bytes = max_state_bytes
         self.first_check = max(1, max_state_bytes // core.MAX_SPAN_BYTES)
+        # entries (open sessions and tombstones) one LiveSessions keeps at most: beyond it the
+        # least recently active is closed early (``evict``), so memory has a bound even when a
+        # producer starts a new session with every span
+        self.max_open = max_open
 
     def unvalidated(self) -> SessionStep:
         """This step with ``validate=False``."""
         return SessionStep(idle_timeout_ns=self.idle_timeout_ns, validate=False,
-                           max_state_bytes=self.max_state_bytes)
+                           max_state_bytes=self.max_state_bytes, max_open=self.max_open)
 
     @classmethod
     def from_settings(cls, settings) -> SessionStep:
         return cls(idle_timeout_ns=int(settings.session_idle_timeout_s * 1e9),
-                   max_state_bytes=settings.session_max_state_bytes)
+                   max_state_bytes=settings.session_max_state_bytes,
+                   max_open=settings.session_max_open)
 
     def apply(self, stored: bytes | Entry | None, span: SpanEvent) -> StepResult:
         """Fold ``span``. A live entry passed in is updated in place (its caller owns it)."""
@@ -123,6 +130,14 @@ class SessionStep:
             tomb = core.tombstone(entry, "session_end", watermark_ns)
             return StepResult(tomb, None, "expired", tomb.last_event_ns)
         return self._close(entry, "idle", "idle_closed", watermark_ns)
+
+    def evict(self, stored: bytes | Entry) -> StepResult:
+        """Too many entries: close an open session now, as if idle, and keep no tombstone (a
+        later span of it starts a new session); drop a tombstone."""
+        entry = _load(stored)
+        if isinstance(entry, core.Tombstone) or entry.closed:
+            return StepResult(None, None, "expired")
+        return StepResult(None, self._shape(entry, "idle"), "evicted")
 
     def flush(self, stored: bytes | Entry) -> StepResult:
         """End of input: close what is open, drop tombstones."""

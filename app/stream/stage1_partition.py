@@ -46,6 +46,7 @@ class PartitionFold:
         self.changed: set[str] = set()
         self.since_heartbeat = meta.since_heartbeat
         self.since_checkpoint = 0
+        self.evictions = 0  # sessions closed early for session_max_open (this process)
 
     def handle(self, key: bytes | None, raw: bytes, offset: int, out: list[Send]) -> None:
         """Fold the record at ``offset`` (a record at or before ``self.offset`` was folded
@@ -104,9 +105,19 @@ class PartitionFold:
         self.changed.add(sid)
         shape = result.closed
         if shape is not None:
-            self.metrics.count_session_closed(shape.closed_by)
+            if result.outcome == "evicted":
+                self._evicted()
+            self.metrics.count_session_closed("evicted" if result.outcome == "evicted"
+                                              else shape.closed_by)
             out.append((self.topic_sessions, shape.segment.key.encode(),
                         shape.model_dump_json().encode(), None))
+
+    def _evicted(self) -> None:
+        self.evictions += 1
+        if self.evictions & (self.evictions - 1) == 0:  # at 1, 2, 4, 8, ...
+            log.warning("%s partition %s: more than session_max_open=%d sessions open; %d closed "
+                        "early as idle so far (docs/RUNBOOK.md#sessions-evicted)", self.topic_spans,
+                        self.partition, self.live.max_open, self.evictions)
 
     def flush_heartbeat(self, out: list[Send]) -> None:
         """Heartbeat now if spans were folded since the last one: the shell calls this on a

@@ -90,3 +90,34 @@ def test_fold_each_is_fold_open_then_expire(seed):
     assert a.watermark == b.watermark
     assert {s: e.to_bytes() for s, e in a.entries.items()} == \
         {s: e.to_bytes() for s, e in b.entries.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_beyond_max_open_the_least_recently_active_is_evicted(seed):
+    """A producer that starts a new session with every span must not grow memory without
+    bound: past ``max_open`` entries the one with the earliest last event closes early (as
+    idle, no tombstone). ``fold_each`` (replay) and ``fold`` + ``expire`` (the worker) agree."""
+    rng = random.Random(seed)
+    step = SessionStep(idle_timeout_ns=TIMEOUT * 50, max_open=8)
+    spans, t = [], 0
+    for i in range(2000):
+        t += rng.randint(0, 3)
+        spans.append(_span(rng, f"s{rng.randint(0, 30)}", i, max(0, t - rng.randint(0, 20))))
+    each, pairs = LiveSessions(step), LiveSessions(step)
+    got_each = [(r.outcome, r.closed and r.closed.session_id) for r in each.fold_each(spans)]
+    got_pairs, evicted = [], 0
+    for sp in spans:
+        res = pairs.fold(sp)
+        if res.outcome not in ("folded", "duplicate"):
+            got_pairs.append((res.outcome, res.closed and res.closed.session_id))
+        held = {s: e.last_event_ns for s, e in pairs.entries.items()}
+        for sid, r in pairs.expire():
+            got_pairs.append((r.outcome, r.closed and r.closed.session_id))
+            assert (held[sid], sid) == min((v, s) for s, v in held.items())  # oldest first
+            del held[sid]
+            if r.outcome == "evicted":
+                evicted += 1
+                assert r.closed.closed_by == "idle" and sid not in pairs.entries
+        assert len(pairs.entries) <= 8 and len(pairs.idle) == len(pairs.entries)
+    assert evicted > 50 and got_each == got_pairs
+    assert [s for s in pairs.entries] == [s for s in each.entries]

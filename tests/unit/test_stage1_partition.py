@@ -238,3 +238,27 @@ def test_a_crash_mid_checkpoint_never_forgets_a_session_whose_spans_are_read_aga
     published, _ = run_with_crash(records, 0, crash_at=4, every=2, partial=partial)
     assert canonical(sessions_of(published)) == canonical(sessions_of(reference))
     assert {orjson.loads(s)["session_id"] for s in sessions_of(reference)} == {"A", "C"}
+
+
+def test_past_session_max_open_the_oldest_session_is_published_early(caplog):
+    """Every span a new session (a producer bug): stage 1 keeps at most session_max_open
+    entries, publishing the least recently active as idle; counted as closed_by="evicted"."""
+    settings = SETTINGS.model_copy(update={"spans_partitions": 1, "session_max_open": 10})
+    registry = CollectorRegistry()
+    fold = PartitionFold(0, settings, SessionStep.from_settings(settings),
+                         LoadshapeMetrics.create(registry, max_segments=5))
+    spans = [{"trace_id": "t", "span_id": "x", "session_id": f"one-{i}", "agent": "a",
+              "operation": "chat", "start_time_unix_nano": 10 + i, "end_time_unix_nano": 11 + i}
+             for i in range(50)]
+    out = []
+    with caplog.at_level("WARNING", logger="app.stream.stage1_partition"):
+        for offset, sp in enumerate(spans):
+            fold.handle(sp["session_id"].encode(), orjson.dumps(sp), offset, out)
+    published = [orjson.loads(v)["session_id"] for v in sessions_of(out)]
+    assert published == [f"one-{i}" for i in range(40)]  # oldest first, as they fall out
+    assert len(fold.live.entries) == 10
+    assert registry.get_sample_value("loadshape_sessions_closed_total",
+                                     {"closed_by": "evicted"}) == 40.0
+    assert len([r for r in caplog.records if "session_max_open" in r.getMessage()]) == 6  # 1..32
+    restored = restore_records(fold.checkpoint_records())
+    assert sorted(restored.entries) == sorted(fold.live.entries)  # evicted ones deleted
