@@ -61,7 +61,9 @@ class LiveSessions:
 
     def fold_open(self, span) -> StepResult | None:
         """``fold``, but None when ``span`` was added to its session's open entry, which
-        stays open (the common case: nothing to publish, so no result is built)."""
+        stays open (the common case: nothing to publish, so no result is built). A "folded"
+        result comes back only for a new session that took the entries past ``max_open``:
+        the caller then calls ``expire``, which evicts."""
         sid = span.session_id
         entries = self.entries
         entry = entries.get(sid)
