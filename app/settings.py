@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     reorder_lateness_s: float = Field(30.0, ge=0)
     max_segments_per_partition: int = Field(
         1000, ge=1, description="segments stage 2 tracks per loadshape.sessions partition (each "
-        "holds sketches and detectors, ~190 KB live); sessions of further segments are "
-        "dead-lettered (segment_limit)")
+        "holds sketches and detectors: ~20 KB live when new, ~680 KB when busy); sessions of "
+        "further segments are dead-lettered (segment_limit)")
     reorder_max_held: int = Field(4096, ge=1, description="sessions a segment's reorder buffer "
                                   "holds at most; beyond it the earliest go on unordered (spilled)")
     source_idle_s: float = Field(300.0, gt=0,

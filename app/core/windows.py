@@ -32,7 +32,7 @@ import math
 import sys
 from array import array
 
-from app.core.sketch import MIN_VALUE, ZERO_KEY, Sketch
+from app.core.sketch import MIN_VALUE, Sketch
 from app.core.stats import STAT_NAMES, MetricStats
 from app.core.window_quantiles import STAT_Q, cursor_key_at
 
@@ -40,13 +40,16 @@ from app.core.window_quantiles import STAT_Q, cursor_key_at
 class RollingWindow:
     """The last ``size`` values: ring of raw values + sketch of the same values."""
 
-    __slots__ = ("ring", "pos", "n", "sketch", "lo", "hi", "_stale", "nonint",
+    __slots__ = ("ring", "cap", "pos", "n", "sketch", "lo", "hi", "_stale", "nonint",
                  "_n_lo", "_n_hi", "_gone", "_negz", "_keys", "_cursors")
 
     def __init__(self, size: int = 1024, rel_acc: float = 0.01, max_buckets: int = 2048) -> None:
         if size < 1:
             raise ValueError("window size must be >= 1")
-        self.ring = array("d", bytes(8 * size))  # unused slots stay 0.0
+        # grown as values come, up to ``cap``: a segment seen a few times costs a few values,
+        # not the full ring (a fresh segment: ~188 KB live with preallocated rings, ~20 KB now)
+        self.ring = array("d")
+        self.cap = size
         self.pos = 0  # next slot to write
         self.n = 0  # values in the window (<= size)
         self.sketch = Sketch(rel_acc, max_buckets)  # count/zeros/buckets; sum etc. on read
@@ -59,14 +62,14 @@ class RollingWindow:
         self._gone = False
         self._negz = 0
         # the sketch bucket of each ring slot (an evicted value's bucket is not recomputed)
-        self._keys = [ZERO_KEY] * size
+        self._keys: list[int] = []
         # quantile -> [bucket key, values in the buckets below it]: where ``read`` found it
         # last, kept true as values come and go, so the next read walks a bucket or two
         self._cursors: dict[float, list[int]] = {}
 
     @property
     def size(self) -> int:
-        return len(self.ring)
+        return self.cap
 
     def add(self, x: float, key: int | None = None) -> None:
         """Add ``x`` (``key``: its sketch bucket, when the caller has it already)."""
@@ -80,27 +83,27 @@ class RollingWindow:
         """``add(x)`` for an ``x`` already checked (finite, >= 0) and ``k``, its bucket key
         (``ZERO_KEY`` for zeros): ``metricwatch.observe`` has both (once per value)."""
         ring, pos, s = self.ring, self.pos, self.sketch
-        if self.n == len(ring):
+        if self.n == self.cap:
             old = ring[pos]
             if old == x and not self._negz and (x or math.copysign(1.0, x) > 0.0):
                 # x replaces an equal value (a third of all adds, counts repeat): the window
                 # holds the same values, so only the ring position moves. Not with a -0.0 in
                 # or coming (lo/hi re-scans read the first zero in ring order, of either sign)
-                self.pos = (pos + 1) % len(ring)
+                self.pos = (pos + 1) % self.cap
                 return
             # in the bucket of the value it replaces (often so, for counts) x leaves the
             # sketch's counts as they are
             old_k = self._keys[pos]
             same = old_k == k
             self._evict(old, old_k, same)
+            ring[pos] = x
+            self._keys[pos] = k
         else:
-            self.n += 1
+            self._grow(x, k)
             same = False
-        ring[pos] = x
-        self._keys[pos] = k
         # float(x) as the ring holds it: x itself when a float (bit for bit), without a read
         stored = x if x.__class__ is float else ring[pos]
-        self.pos = (pos + 1) % len(ring)
+        self.pos = (pos + 1) % self.cap
         if x < MIN_VALUE:
             if not same:
                 s.count += 1
@@ -135,6 +138,15 @@ class RollingWindow:
                 self._n_hi += 1
             if x == self.lo:
                 self._n_lo += 1
+
+    def _grow(self, x: float, k: int) -> None:
+        """Append ``x`` (bucket ``k``) to a ring not full yet; once full, trim the spare room
+        the appends left (the ring then only turns)."""
+        self.ring.append(x)
+        self._keys.append(k)
+        self.n += 1
+        if self.n == self.cap:
+            self.ring, self._keys = array("d", self.ring), list(self._keys)
 
     def _evict(self, old: float, k: int, same: bool) -> None:
         """Take ``old`` (bucket ``k``) out; ``same``: the value replacing it goes to bucket
@@ -194,7 +206,7 @@ class RollingWindow:
         if total:
             # correctly rounded, so independent of history: the same window reads the same
             # (a running sum would cost every add and evict; the sum is read far less often)
-            s.total = math.fsum(self.ring)  # unused slots hold 0.0
+            s.total = math.fsum(self.ring)  # the values in the window, no more
         s.lo, s.hi, s.integral = self.lo, self.hi, self.nonint == 0
         return s
 
@@ -239,12 +251,12 @@ class RollingWindow:
         if self._stale:
             self._sync(total=False)
         ring, pos = self.ring, self.pos
-        kept = ring[pos:] + ring[:pos] if self.n == len(ring) else ring[:self.n]
+        kept = ring[pos:] + ring[:pos] if self.n == self.cap else ring[:self.n]
         if sys.byteorder == "big":  # stored little-endian whatever the host
             kept.byteswap()
         sk = self.sketch.to_dict()
         sk.update(s=0.0, lo=0.0, hi=0.0, i=0)  # derived from the ring on read
-        return {"size": len(self.ring), "v": base64.b64encode(kept.tobytes()).decode("ascii"),
+        return {"size": self.cap, "v": base64.b64encode(kept.tobytes()).decode("ascii"),
                 "lo": self.lo, "hi": self.hi, "nonint": self.nonint, "sketch": sk}
 
     @classmethod
@@ -255,10 +267,10 @@ class RollingWindow:
         if sys.byteorder == "big":
             kept.byteswap()
         w.n = len(kept)
-        w.ring[:w.n] = kept
-        w.pos = w.n % len(w.ring)
+        w.ring = kept
+        w.pos = w.n % w.cap
         w.sketch, w.lo, w.hi, w.nonint = sk, d["lo"], d["hi"], d["nonint"]
-        w._keys[:w.n] = [sk.key(v) for v in kept]
+        w._keys = list([sk.key(v) for v in kept])  # list(): no spare room from the appends
         w._negz = sum(1 for v in kept if v == 0.0 and math.copysign(1.0, v) < 0.0)
         w._n_lo, w._n_hi = kept.count(w.lo), kept.count(w.hi)
         w._gone = w.n > 0 and not (w._n_lo and w._n_hi)
