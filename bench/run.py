@@ -125,8 +125,9 @@ FINDINGS = """\
   31,552 pre-loaded and 30,001 in a burst, against 23,729 and 22,795 at the last run without
   it; stage 1 alone gave up some CPU to the stage 2 that now runs beside it there, 74,252
   against 77,553, and the worker / raw consumer ratio came out at 0.465x; 19:25: 29,057
-  and 29,293, stage 1 81,758, 0.538x; 21:29: 32,046 and 29,305, stage 1 91,419, 0.570x; this
-  run: 31,459 and 28,366, stage 1 88,885, 0.550x),
+  and 29,293, stage 1 81,758, 0.538x; 21:29: 32,046 and 29,305, stage 1 91,419, 0.570x;
+  23:26: 31,459 and 28,366, stage 1 88,885, 0.550x; this run: 31,433 and 27,146, stage 1
+  75,766, 0.450x),
   but at first the kill -9 group test
   (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs against 10
   of 10 passes without, and it was reverted. The survivor had read its partitions to the end
@@ -151,7 +152,11 @@ FINDINGS = """\
   Replays of the simulated files hold at most 46 sessions per segment.
 * **The pre-loaded stage-1 row is bimodal here** (how the fetches interleave the
   partitions): one tree measured 72,973 and 87,454 spans/s back to back, and make bench at
-  23:02 drew 71,795 (worker / raw consumer 0.418x). The row is now the median of 3 runs.
+  23:02 drew 71,795 (worker / raw consumer 0.418x). The row is now the median of 3 runs;
+  this run's three were 72,392, 75,766 and 80,544 (0.450x against a raw consumer at 168,355).
+  Side by side right after, alternating, the code before this run's last change (growing
+  window rings) measured 76,552, 81,799 and 76,272, and this run's code 79,157, 86,294 and
+  70,402: the spread, not a regression.
 * **Caveat on the "until stage 2 released every session" rows**: "done" means no session was
   released for 3 s after the last span was folded; stage 1 folds 4,000-span batches without
   yielding, so a starved stage 2 could look done early (an earlier run's pre-loaded row,
@@ -206,8 +211,10 @@ FINDINGS = """\
   inline ADWIN update, fold_each's inline span fold: +1.05%) and made the CUSUM one walk over
   its levels (-0.33%): 13,774M instructions, the same alerts. Then three bounds against what a
   producer may send (an open session's state size +0.59%, segments per partition ~+0.1%, open
-  sessions per partition +0.22%): 13,925M instructions, the same alerts. This run: 155,989
-  spans/s; its decode floors, on unchanged code, came out 4-7% below the 21:29 run's. Where the time goes (by
+  sessions per partition +0.22%): 13,925M instructions, the same alerts; make bench at 23:26
+  measured 155,989 spans/s, with its decode floors on unchanged code 4-7% below the 21:29
+  run's. Then window rings that grow as values come instead of being preallocated (-0.61%;
+  a fresh segment ~188 -> ~20 KB live): 13,844M. This run: 162,055 spans/s. Where the time goes (by
   instructions): decoding and reading ~23% (mostly msgspec's C code), the span fold ~30%,
   stage 2 ~48%, of which the per-metric fold (window, CUSUMs, gate) ~36% and river's ADWIN
   ~3%, the assumption checks ~7%. Each idea left was measured at about 1% or less: an exact
@@ -221,7 +228,7 @@ FINDINGS = """\
   partition's watermark every 128 of its spans and, since 2026-11-29, also 0.1 s after the
   last while it has folded spans since: before, at low rates heartbeats were rare and latency
   grew (40 spans/s: p50 11.1 s, max 13.1 s, against 0.85 s and 1.30 s with the change, side by
-  side), and at 2,000 spans/s p50 went from 0.511 s (19:25) to 0.336 s (21:29; 0.333 s in
+  side), and at 2,000 spans/s p50 went from 0.511 s (19:25) to 0.336 s (21:29; 0.335 s in
   this run). What is
   left at 40 spans/s is mostly waiting until every partition has seen an event time past the
   trigger's plus the lateness (one 4-span session every ~0.4 s per partition).
