@@ -81,10 +81,15 @@ def release(state: ReorderState, upto_ns: int | None) -> tuple[ReorderState, lis
 def _release(state: ReorderState, upto_ns: int) -> list:
     out = []
     while state.heap and state.heap[0][0] <= upto_ns:
-        t, sid, item = heapq.heappop(state.heap)
-        state.released_upto = (t, sid)
-        out.append(item)
+        out.append(_pop(state))
     return out
+
+
+def _pop(state: ReorderState) -> Any:
+    """Take the earliest item out, and remember it as released."""
+    t, sid, item = heapq.heappop(state.heap)
+    state.released_upto = (t, sid)
+    return item
 
 
 def spill(state: ReorderState, capacity: int) -> tuple[ReorderState, list]:
@@ -92,11 +97,7 @@ def spill(state: ReorderState, capacity: int) -> tuple[ReorderState, list]:
     excess = len(state.heap) - capacity
     if excess <= 0:
         return state, []
-    out = []
-    for _ in range(excess):
-        t, sid, item = heapq.heappop(state.heap)
-        state.released_upto = (t, sid)
-        out.append(item)
+    out = [_pop(state) for _ in range(excess)]
     state.spilled += excess
     return state, out
 
