@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.limits import REORDER_MAX_HELD, SESSION_MAX_OPEN, SESSION_MAX_STATE_BYTES
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -67,18 +69,18 @@ class Settings(BaseSettings):
     state_dir: Path = PROJECT_ROOT / ".state"
     session_idle_timeout_s: float = Field(300.0, gt=0)
     session_max_state_bytes: int = Field(
-        512 * 1024, ge=16 * 1024, le=900 * 1024,
+        SESSION_MAX_STATE_BYTES, ge=16 * 1024, le=900 * 1024,
         description="an open session's stage-1 state at most (one Kafka record, <= 1 MB); new "
                     "spans of a full session are dead-lettered (session_too_large)")
     session_max_open: int = Field(
-        200_000, ge=1, description="sessions (and tombstones) stage 1 keeps per span partition "
+        SESSION_MAX_OPEN, ge=1, description="sessions (and tombstones) stage 1 keeps per span partition "
         "(~2.4 KB each); beyond it the least recently active is closed early, as idle")
     reorder_lateness_s: float = Field(30.0, ge=0)
     max_segments_per_partition: int = Field(
         1000, ge=1, description="segments stage 2 tracks per loadshape.sessions partition (each "
         "holds sketches and detectors: ~20 KB live when new, ~680 KB when busy); sessions of "
         "further segments are dead-lettered (segment_limit)")
-    reorder_max_held: int = Field(4096, ge=1, description="sessions a segment's reorder buffer "
+    reorder_max_held: int = Field(REORDER_MAX_HELD, ge=1, description="sessions a segment's reorder buffer "
                                   "holds at most; beyond it the earliest go on unordered (spilled)")
     source_idle_s: float = Field(300.0, gt=0,
                                  description="a span partition this far behind (event time) is idle")

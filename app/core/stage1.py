@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.core import session as core
+from app.core.limits import SESSION_MAX_OPEN, SESSION_MAX_STATE_BYTES
 from schemas.session import SessionShape
 from schemas.span import SpanEvent
 
 Outcome = Literal["folded", "duplicate", "closed", "late", "too_large", "expired", "idle_closed",
                   "evicted", "flushed"]
-DEFAULT_MAX_STATE_BYTES = 512 * 1024  # settings.session_max_state_bytes
-DEFAULT_MAX_OPEN = 200_000  # settings.session_max_open
 
 
 Entry = core.SessionState | core.Tombstone
@@ -62,8 +61,8 @@ class SessionStep:
     """Owns no state; ``apply``/``expire``/``flush`` map stored bytes to new stored bytes."""
 
     def __init__(self, *, idle_timeout_ns: int, validate: bool = True,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
-                 max_open: int = DEFAULT_MAX_OPEN) -> None:
+                 max_state_bytes: int = SESSION_MAX_STATE_BYTES,
+                 max_open: int = SESSION_MAX_OPEN) -> None:
         self.idle_timeout_ns = idle_timeout_ns
         # False: a closed session comes out as ``core.SessionValues`` (unvalidated), for a
         # caller that hands it to stage 2 in-process and validates what it passes on

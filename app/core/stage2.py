@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.core import reorder
+from app.core.limits import REORDER_MAX_HELD
 from app.core.segment import MonitorConfig, SegmentMonitor, SegmentState
 from app.core.session import SessionValues
 from app.core.stats import MetricStats
@@ -87,7 +88,7 @@ class SegmentStep:
 
     def __init__(self, monitor: SegmentMonitor, *, lateness_ns: int,
                  tracker: AssumptionTracker | None = None, gauges: bool = True,
-                 max_held: int = 4096) -> None:  # settings.reorder_max_held
+                 max_held: int = REORDER_MAX_HELD) -> None:
         self.monitor, self.lateness_ns, self.tracker = monitor, lateness_ns, tracker
         self.gauges, self.max_held = gauges, max_held
 
