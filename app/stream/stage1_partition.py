@@ -18,8 +18,9 @@ import logging
 
 from app.core.live_sessions import LiveSessions
 from app.core.stage1 import SessionStep
-from app.stream.deadletter import TOO_LARGE, dead_letter, too_large
+from app.stream.deadletter import dead_letter, too_large
 from app.stream.session_store import PartitionMeta, Record, Restored, checkpoint_records
+from app.stream.sparse_warning import crossed_power_of_two
 from schemas.deadletter import DeadLetter
 from schemas.fastspan import decode_span_fast
 from schemas.heartbeat import WATERMARK_KEY, Heartbeat
@@ -61,20 +62,17 @@ class PartitionFold:
         except Exception as exc:  # noqa: BLE001 - nothing a producer sends may stop a worker
             log.exception("%s: record at partition %s offset %s dead-lettered", self.topic_spans,
                           self.partition, offset)
-            self.metrics.count_dead_letter("internal_error")
-            dl = DeadLetter.of(raw if isinstance(raw, bytes) else repr(raw).encode(),
-                               reason=f"internal error: {type(exc).__name__}: {exc}"[:4096],
-                               reason_code="internal_error", source=self.topic_spans,
-                               partition=self.partition, offset=offset)
-            out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
+            self._dead_letter(key, DeadLetter.of(
+                raw if isinstance(raw, bytes) else repr(raw).encode(),
+                reason=f"internal error: {type(exc).__name__}: {exc}"[:4096],
+                reason_code="internal_error", source=self.topic_spans, partition=self.partition,
+                offset=offset), out)
 
     def _handle(self, key: bytes | None, raw: bytes, offset: int, out: list[Send]) -> None:
         decoded = decode_span_fast(raw)
         if not decoded.ok:
-            self.metrics.count_dead_letter(decoded.code)
-            dl = dead_letter(raw, decoded, source=self.topic_spans, partition=self.partition,
-                             offset=offset)
-            out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
+            self._dead_letter(key, dead_letter(raw, decoded, source=self.topic_spans,
+                                               partition=self.partition, offset=offset), out)
             return
         span = decoded.value
         sid = span.session_id
@@ -89,10 +87,9 @@ class PartitionFold:
         if outcome == "late":
             self.metrics.count_late_span()
         elif outcome == "too_large":
-            self.metrics.count_dead_letter(TOO_LARGE)
-            dl = too_large(raw, span, self.live.step.max_state_bytes, source=self.topic_spans,
-                           partition=self.partition, offset=offset)
-            out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
+            self._dead_letter(key, too_large(raw, span, self.live.step.max_state_bytes,
+                                             source=self.topic_spans, partition=self.partition,
+                                             offset=offset), out)
         elif outcome != "duplicate":
             self._changed(sid, result, out)
         for idle_sid, result in self.live.expire():
@@ -100,6 +97,10 @@ class PartitionFold:
         self.since_heartbeat += 1
         if self.since_heartbeat >= HEARTBEAT_EVERY:
             self.flush_heartbeat(out)
+
+    def _dead_letter(self, key: bytes | None, dl: DeadLetter, out: list[Send]) -> None:
+        self.metrics.count_dead_letter(dl.reason_code)
+        out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
 
     def _changed(self, sid: str, result, out: list[Send]) -> None:
         self.changed.add(sid)
@@ -114,7 +115,7 @@ class PartitionFold:
 
     def _evicted(self) -> None:
         self.evictions += 1
-        if self.evictions & (self.evictions - 1) == 0:  # at 1, 2, 4, 8, ...
+        if crossed_power_of_two(self.evictions - 1, self.evictions):
             log.warning("%s partition %s: more than session_max_open=%d sessions open; %d closed "
                         "early as idle so far (docs/RUNBOOK.md#sessions-evicted)", self.topic_spans,
                         self.partition, self.live.max_open, self.evictions)

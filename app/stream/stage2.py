@@ -51,7 +51,7 @@ from collections import deque
 from app.broker.client_config import FETCH_MAX_WAIT_MS
 from app.broker.partitioner import partition_of
 from app.core.stage2 import SegmentStep
-from app.stream.deadletter import SEGMENT_LIMIT, dead_letter, guarded, segment_limit
+from app.stream.deadletter import dead_letter, guarded, segment_limit
 from app.stream.faust_offsets import (
     committed_offset,
     guard_commits,
@@ -223,7 +223,7 @@ class Stage2:
         else:
             decoded = decode(SessionShape, raw)
         if not decoded.ok:
-            await self._dead_letter(key, decoded.code, dead_letter(
+            await self._dead_letter(key, dead_letter(
                 raw, decoded, source=self.settings.topic_sessions, partition=partition, offset=offset))
             return
         shape = decoded.value
@@ -232,7 +232,7 @@ class Stage2:
         if seg not in segments:
             limit = self.settings.max_segments_per_partition
             if len(segments) >= limit:
-                await self._dead_letter(key, SEGMENT_LIMIT, segment_limit(
+                await self._dead_letter(key, segment_limit(
                     raw, shape.segment.key, partition, limit, source=self.settings.topic_sessions,
                     offset=offset))
                 return
@@ -245,8 +245,8 @@ class Stage2:
         self._held = seg
         await self._emit(seg, result)
 
-    async def _dead_letter(self, key: bytes | None, code: str, dl) -> None:
-        self.metrics.count_dead_letter(code)
+    async def _dead_letter(self, key: bytes | None, dl) -> None:
+        self.metrics.count_dead_letter(dl.reason_code)
         # delivered before the record is acked: a kill -9 may not lose it
         await (await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode()))
 

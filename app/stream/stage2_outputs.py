@@ -12,6 +12,7 @@ import logging
 
 from app.loop.misroute import misrouted
 from app.loop.recalibration_step import SegmentUpdate
+from app.stream.sparse_warning import crossed_power_of_two
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class SegmentOutputs:
     def _spilled(self, seg_key: str, result) -> None:
         self.metrics.count_spilled(seg_key, result.spilled)
         total = result.entry.buffer.spilled
-        if total.bit_length() > (total - result.spilled).bit_length():  # at 1, 2, 4, 8, ...
+        if crossed_power_of_two(total - result.spilled, total):
             log.warning("stage 2: segment %r reorder buffer full (reorder_max_held=%d): %d "
                         "sessions released unordered so far (docs/RUNBOOK.md#worker-down)",
                         seg_key, self.step.max_held, total)
