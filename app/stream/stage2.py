@@ -17,10 +17,15 @@ hole before the first commit (``Consumer._new_offset``): acked out of order, a s
 checkpoint held yet could be committed over, and a kill -9 then lost it.
 
 What the heartbeats said (each span partition's watermark) is state as well: it is checkpointed
-to the same table (``app.stream.source_state``), and a heartbeat is acked only once a
-checkpoint holds it. Otherwise the committed offset could pass the last heartbeat of a span
-partition that has finished, and the next owner, reading from that offset, would never learn
-that partition's watermark and would hold back sessions the first owner released.
+to the same table (``app.stream.source_state``) as of the records acked, with the offset it was
+acked up to. A partition's next owner reads it again from there when Kafka's committed offset
+is later (``_start``): the records before the committed offset were handled already, so of
+them only the heartbeats and record times count again (``resume``). Each record is then folded
+with the watermark the uninterrupted run had when it read it, so a session read again is
+released in the same order. (Restored from the live watermarks instead, a session read again
+would find them ahead and pass at once, out of event-time order; and with the committed offset
+as the only place to resume, a span partition that has finished would never tell the next
+owner its watermark.)
 
 A span partition counts as idle (see ``app.core.watermarks``) only if it is also quiet in
 processing time: no heartbeat of it for ``source_quiet_s`` of *record* time, the Kafka
@@ -77,10 +82,10 @@ CHECKPOINT_AFTER_S = 1.0  # a dirty segment is checkpointed on the next heartbea
 class _Record:
     """A record read and not acked yet; ``safe`` once a checkpoint holds it (or nothing must)."""
 
-    __slots__ = ("event", "safe")
+    __slots__ = ("event", "safe", "record_ns", "beat")
 
-    def __init__(self, event, safe: bool) -> None:
-        self.event, self.safe = event, safe
+    def __init__(self, event, safe: bool, record_ns: int, beat: tuple[int, int] | None) -> None:
+        self.event, self.safe, self.record_ns, self.beat = event, safe, record_ns, beat
 
 
 class Stage2:
@@ -103,9 +108,11 @@ class Stage2:
         self.dirty_since: dict[bytes, float] = {}
         self.expected: dict[int, int] = {}  # partition -> next offset to handle (offset order)
         self.acked_upto: dict[int, int] = {}  # partition -> offset after the last record acked
+        self.resume: dict[int, int] = {}  # partition -> committed offset: records below, handled
         self._sought: dict[int, int] = {}  # partition -> offset of the hole sought back to
         self._stream = None
         self._held: bytes | None = None  # segment whose checkpoint must hold the current record
+        self._beat: tuple[int, int] | None = None  # the current record's heartbeat (source, wm)
         app.agent(topics.sessions, name="stage2-segments")(self.run)
         app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -126,6 +133,7 @@ class Stage2:
             self.reading.pop(tp.partition, None)
             self.expected.pop(tp.partition, None)
             self.acked_upto.pop(tp.partition, None)
+            self.resume.pop(tp.partition, None)
             self._sought.pop(tp.partition, None)
 
     async def run(self, stream) -> None:
@@ -138,12 +146,13 @@ class Stage2:
         async for event in stream.events():
             if not await self._in_order(event):
                 continue
-            self._held = None
-            partition = event.message.partition
-            self._record_time(partition, event.message.timestamp)
+            self._held = self._beat = None
+            message = event.message
+            partition = message.partition
+            record_ns = self._record_time(partition, message.offset, message.timestamp)
             await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
                           source=self.settings.topic_sessions, log=log)
-            record = _Record(event, safe=self._held is None)
+            record = _Record(event, self._held is None, record_ns, self._beat)
             self.reading.setdefault(partition, deque()).append(record)
             if self._held is not None:
                 held = self.unacked.setdefault(self._held, [])
@@ -159,10 +168,12 @@ class Stage2:
         expected = self.expected.get(partition)
         if expected is None:  # first record since the assignment: it must be the committed one
             expected = await self._start(message.tp)
-            log.info("stage 2: %s[%s] first record %s, resuming at %s", message.topic, partition,
-                     offset, expected)
+            log.info("stage 2: %s[%s] first record %s, resuming at %s (handled up to %s)",
+                     message.topic, partition, offset, expected, self.resume.get(partition))
             if expected is not None:  # kept while the records before this one are read again
                 self.expected[partition] = expected
+                if offset > expected:  # what the source watermarks were acked up to: no hole
+                    self._sought[partition] = expected
         if expected is None or offset == expected:
             self.expected[partition] = offset + 1
             self._sought.pop(partition, None)
@@ -185,43 +196,51 @@ class Stage2:
         return False
 
     async def _start(self, tp) -> int | None:
-        """Where Faust resumes ``tp`` after an assignment: its committed offset or, when it does
-        not know one yet (nothing committed, or its seek to the committed offsets still to come),
-        the partition's first offset (read again from there: what a checkpoint holds is skipped)."""
+        """Where to read ``tp`` from after an assignment: Faust's committed offset, or the
+        offset the checkpointed source watermarks were acked up to if that is earlier (the
+        records in between are read again for what their heartbeats said). The partition's
+        first offset when Faust does not know a committed one yet (nothing committed, or its
+        seek to the committed offsets still to come: what a checkpoint holds is skipped), or
+        the watermarks have no checkpoint (they are rebuilt from the start)."""
         committed = committed_offset(getattr(self.app, "consumer", None), tp)
         if committed is not None:
-            return committed
+            self.resume[tp.partition] = committed
+            if self.sources.has_checkpoint(tp.partition):
+                at = self.sources.resume_at(tp.partition)
+                return committed if at is None else min(at, committed)
         try:
             return (await self.app.consumer.earliest_offsets(tp)).get(tp)
         except Exception:  # noqa: BLE001 - then trust Faust's first record, as before
             log.exception("stage 2: no earliest offset of %s", tp)
             return None
 
-    def _record_time(self, partition: int, timestamp_s: float | None) -> None:
+    def _record_time(self, partition: int, offset: int, timestamp_s: float | None) -> int:
         if timestamp_s is None or timestamp_s <= 0:
             timestamp_s = self.wall()
-        self.sources.of(partition).tick(int(timestamp_s * 1e9))
+        record_ns = int(timestamp_s * 1e9)
+        self.sources.read(partition, offset, record_ns)
+        return record_ns
 
     async def _ack_safe(self, partition: int) -> None:
         """Ack the partition's records up to the first one no checkpoint holds yet."""
         queue = self.reading.get(partition)
         while queue and queue[0].safe:
-            event = queue.popleft().event
+            record = queue.popleft()
+            event = record.event
+            self.sources.acked(partition, event.message.offset, record.record_ns, record.beat)
             self.acked_upto[partition] = event.message.offset + 1
             await self._stream.ack(event)
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
-        if key == WATERMARK_KEY:
-            decoded = decode_heartbeat(raw, self.settings.spans_partitions)
-            if decoded.ok:
-                await self._heartbeat(*decoded.value, partition)
-                return
-            # the sessions of an agent called "__watermark__" carry this key too
-            as_session = decode(SessionShape, raw)
-            if as_session.ok:
-                decoded = as_session
-        else:
-            decoded = decode(SessionShape, raw)
+        beat = decode_heartbeat(raw, self.settings.spans_partitions) if key == WATERMARK_KEY else None
+        if beat is not None and beat.ok:
+            await self._heartbeat(*beat.value, partition, offset)
+            return
+        if offset < self.resume.get(partition, 0):
+            return  # read again for the heartbeats: handled (checkpointed or dead-lettered)
+        decoded = decode(SessionShape, raw)
+        if beat is not None and not decoded.ok:
+            decoded = beat  # not a session of an agent called "__watermark__" either
         if not decoded.ok:
             await self._dead_letter(key, dead_letter(
                 raw, decoded, source=self.settings.topic_sessions, partition=partition, offset=offset))
@@ -250,8 +269,9 @@ class Stage2:
         # delivered before the record is acked: a kill -9 may not lose it
         await (await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode()))
 
-    async def _heartbeat(self, source: int, watermark_ns: int, partition: int) -> None:
-        self.sources.of(partition).update(source, watermark_ns)
+    async def _heartbeat(self, source: int, watermark_ns: int, partition: int, offset: int) -> None:
+        self.sources.beat(partition, offset, source, watermark_ns)
+        self._beat = (source, watermark_ns)
         upto = self._watermark(partition)
         now = self.clock()
         sources = sources_key(partition)
@@ -263,9 +283,7 @@ class Stage2:
             if seg in self.dirty_since and now - self.dirty_since[seg] >= CHECKPOINT_AFTER_S:
                 await self._checkpoint(seg)
         if now - self.dirty_since[sources] >= CHECKPOINT_AFTER_S:
-            await self._checkpoint(sources)  # holds this heartbeat too: acked at once
-        else:
-            self._held = sources
+            await self._checkpoint(sources)  # bounds what the next owner reads again
 
     async def _checkpoint(self, key: bytes) -> None:
         """Write a segment's state (or a partition's source watermarks) to the table, then ack

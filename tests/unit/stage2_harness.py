@@ -153,8 +153,11 @@ class _Committer:
 
 class Stream:
     def __init__(self, records: list[Event], committer: _Committer, stop_after: int | None,
-                 on_commit=None) -> None:
+                 on_commit=None, start: int = 0) -> None:
+        """``records``: the whole partition; it is read from offset ``start`` (the committed
+        one), and a seek may move back before it, as Kafka's would."""
         self.records, self.committer, self.stop_after = records, committer, stop_after
+        self.start = start
         self.on_commit = on_commit or (lambda: None)
         self.acked: list[Event] = []
 
@@ -162,7 +165,7 @@ class Stream:
         return self
 
     async def events(self):
-        i, n = 0, 0
+        i, n = self.start, 0
         while i < len(self.records):
             if self.stop_after is not None and n >= self.stop_after:
                 return  # kill -9
@@ -172,7 +175,7 @@ class Stream:
             self.committer.commit()  # the worst case: a commit after every record
             self.on_commit()
             if self.committer.sought is not None:  # Consumer.seek: read on from there
-                i = max(0, self.committer.sought - self.records[0].message.offset)
+                i = self.committer.sought
                 self.committer.sought = None
 
     async def ack(self, event: Event) -> bool:
@@ -235,6 +238,34 @@ def records(n_sessions: int = 900, beat_every: int = 5) -> list[Event]:
     return log.records
 
 
+def records_out_of_order(n_sessions: int = 900, lag: int = 6) -> list[Event]:
+    """Span partition 0 closes the even sessions, partition 1 the odd ones, read ``lag``
+    sessions late: a segment's sessions arrive out of event-time order and only the
+    watermarks put them back in order. Segment "b" (one in three) mixes both partitions.
+    One malformed record, to be dead-lettered once."""
+    order = []
+    for i in range(n_sessions):
+        if i % 2 == 0:
+            order.append(i)
+        if i >= lag and (i - lag) % 2 == 1:
+            order.append(i - lag)
+    order += [j for j in range(n_sessions - lag, n_sessions) if j % 2 == 1]
+    log, top = Log(), {0: None, 1: None}
+    for k, i in enumerate(order):
+        ts = 1000.0 + k * 0.01
+        log.session(shape(i, agent="b" if i % 3 == 1 else "a"), ts)
+        top[i % 2] = i
+        if k == 333:
+            log._add(b"a", b'{"session_id": "broken"', ts)
+        if k % 5 == 4:
+            for src, last in top.items():
+                if last is not None:
+                    log.beat(src, last * SEC + 1, ts)
+    for src in (0, 1):
+        log.beat(src, END_NS, 1000.0 + n_sessions * 0.01)
+    return log.records
+
+
 class Worker:
     """One worker process: a Stage2 shell over its table and the committed offsets."""
 
@@ -249,7 +280,7 @@ class Worker:
 
     def run(self, recs: list[Event], stop_after: int | None = None, on_commit=None) -> Stream:
         start = self.committer.committed(TP(TOPIC, 0))
-        stream = Stream(recs[start:], self.committer, stop_after, on_commit)
+        stream = Stream(recs, self.committer, stop_after, on_commit, start=start)
 
         async def run() -> None:
             await self.stage2.run(stream)

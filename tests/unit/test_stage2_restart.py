@@ -11,7 +11,18 @@ from __future__ import annotations
 import orjson
 import pytest
 from faust.types import TP
-from stage2_harness import END_NS, SEC, TOPIC, WATERMARK_KEY, Log, Table, Worker, records, shape
+from stage2_harness import (
+    END_NS,
+    SEC,
+    TOPIC,
+    WATERMARK_KEY,
+    Log,
+    Table,
+    Worker,
+    records,
+    records_out_of_order,
+    shape,
+)
 
 from app.core.stage2 import SegmentStep
 from app.stream.source_state import SOURCES_PREFIX
@@ -59,10 +70,50 @@ def test_kill9_then_restart_folds_every_session_once(clock, crash_at):
     assert first.alerts() | second.alerts() == ref.alerts()  # some published twice: same content
 
 
+def stepping_clock(step: float):
+    t = [0.0]
+
+    def clock():
+        t[0] += step
+        return t[0]
+    return clock
+
+
+@pytest.mark.parametrize("step,crash_points", [
+    (0.02, range(245, 620, 6)),  # the clock steps set where the checkpoints fall; with the live
+    (0.05, (300, 563, 566, 773, 983, 1193)),  # watermarks checkpointed, most of these differed
+])
+def test_sessions_read_again_after_a_kill9_are_released_in_the_same_order(step, crash_points):
+    """Sessions arrive out of event-time order (two span partitions, one read late). After a
+    kill -9 the sessions after a segment's checkpoint are read again; they must meet the
+    watermarks the uninterrupted run had at them, not the later ones a checkpoint of the live
+    watermarks would restore (they then passed at once as late: another sequence, other
+    alerts). Crash points every few records, so the checkpoints of the two segments and of the
+    watermarks fall on every side of them; the malformed record is dead-lettered, once or
+    again, and never lost."""
+    recs = records_out_of_order()
+    ref = uninterrupted(recs, stepping_clock(step))
+    assert ref.alerts() and not any(e.buffer.late for e in ref.stage2.entries.values())
+    tp = TP(TOPIC, 0)
+    differing = []
+    for crash_at in crash_points:
+        first = Worker(Table(), {}, stepping_clock(step))
+        first.run(recs, stop_after=crash_at)
+        second = Worker(Table(first.app.table), {tp: first.committer.committed(tp)},
+                        stepping_clock(step))
+        second.run(recs)
+        dead = {v for _, v in first.topics.dlq.delivered + second.topics.dlq.delivered}
+        if (second.state() != ref.state() or first.alerts() | second.alerts() != ref.alerts()
+                or dead != {v for _, v in ref.topics.dlq.delivered}):
+            differing.append(crash_at)
+    assert differing == []
+
+
 def test_committed_offset_never_passes_a_record_no_checkpoint_holds():
     """Kafka may resume a partition only after records that are in the table already: a record
-    between a segment's checkpoint and the crash must be read again, and so must a heartbeat
-    the partition's checkpointed source watermarks do not hold yet."""
+    between a segment's checkpoint and the crash must be read again. A heartbeat the
+    checkpointed source watermarks do not hold yet lies after the offset they were acked up to,
+    where the next owner reads again from."""
     recs = records()
     w = Worker(Table(), {}, frozen_clock())
     tp = TP(TOPIC, 0)
@@ -71,9 +122,12 @@ def test_committed_offset_never_passes_a_record_no_checkpoint_holds():
         committed = w.committer.committed(tp)
         stored = {seg: SegmentStep.document(b)["applied"].get("0", -1) for seg, b in w.app.table.items()
                   if not seg.startswith(SOURCES_PREFIX)}
-        sources = orjson.loads(w.app.table.get(SOURCES_PREFIX + b"0", b'{"wm": []}'))["wm"]
+        doc = orjson.loads(w.app.table.get(SOURCES_PREFIX + b"0", b'{"at": 0, "state": {"wm": []}}'))
+        at, sources = doc["at"], doc["state"]["wm"]
         for ev in recs[:committed]:
             if ev.key == WATERMARK_KEY:
+                if ev.message.offset >= at:
+                    continue  # the next owner reads again from ``at``
                 beat = orjson.loads(ev.value)
                 assert any(s == beat["src"] and wm >= beat["wm"] for s, wm in sources), (
                     f"offset {committed} committed over a heartbeat no checkpoint holds")
@@ -119,9 +173,10 @@ def records_with_a_finished_source(n_sessions: int = 903, last_beat_of_1: int = 
 
 @pytest.mark.parametrize("crash_at", [900, 1011, 1100, 1200])
 def test_a_restart_keeps_what_the_heartbeats_before_the_committed_offset_said(crash_at):
-    """The sources' watermarks are state too: a heartbeat is acked only once a checkpoint holds
-    what it said, so a new owner reading from the committed offset still knows a source whose
-    last heartbeat lies before it, and holds back and releases exactly the same sessions."""
+    """The sources' watermarks are state too: a new owner restores them from their checkpoint and
+    reads the heartbeats after it again, even before the committed offset, so it still knows a
+    source whose last heartbeat lies before that offset, and holds back and releases exactly
+    the same sessions."""
     clock = ticking_clock  # checkpoints on heartbeats: the committed offset passes them
     recs = records_with_a_finished_source()
     ref = uninterrupted(recs, clock())
