@@ -10,12 +10,6 @@ last offset it folded per partition, so after a crash the redelivered records ar
 results equal an uninterrupted run's, and a few alerts may be published again with the same
 alert_id (at-least-once output, deduplicated downstream).
 
-Acks go out in offset order per partition: a record (a heartbeat too) is acked only once every
-earlier record of its partition is. Faust commits the end of the first run of consecutive acked
-offsets, but it does not see a hole of one record right after the committed offset, nor any
-hole before the first commit (``Consumer._new_offset``): acked out of order, a session that no
-checkpoint held yet could be committed over, and a kill -9 then lost it.
-
 What the heartbeats said (each span partition's watermark) is state as well: it is checkpointed
 to the same table (``app.stream.source_state``) as of the records acked, with the offset it was
 acked up to. A partition's next owner reads it again from there when Kafka's committed offset
@@ -34,16 +28,7 @@ backlog read after a restart carries the times it was written at, so a worker ca
 decides exactly as the worker that read those records live, and a worker that was itself
 busy does not mistake its own pause for a quiet source.
 
-Faust does not deliver every record, and acks some itself: its stream iterator skips (and acks,
-"otherwise the lag would increase") a record read while flow control is suspended or of an
-older consumer generation, i.e. around a rebalance, and may deliver a record twice. So the
-shell (1) handles a partition's records strictly in offset order from Faust's committed offset:
-a record delivered again is dropped; after a hole it seeks back (``seek_if_assigned``) to
-the first record it has not handled and drops what comes until that record does; and (2)
-lets Faust commit no further than the records it acked itself (``guard_commits``): Faust's
-acks of records it skipped, with nothing committed yet or the unacked record right after the
-committed offset, would otherwise commit over sessions no checkpoint holds, and the next
-owner would never fold them. Those Faust internals are used in ``app.stream.faust_offsets``.
+Reading in offset order, acking and resuming a partition: ``app.stream.stage2_reading``.
 """
 
 from __future__ import annotations
@@ -57,15 +42,10 @@ from app.broker.client_config import FETCH_MAX_WAIT_MS
 from app.broker.partitioner import partition_of
 from app.core.stage2 import SegmentStep
 from app.stream.deadletter import dead_letter, guarded, segment_limit
-from app.stream.faust_offsets import (
-    committed_offset,
-    guard_commits,
-    seek_if_assigned,
-    shorten_fetch_wait,
-    skip_empty_commits,
-)
+from app.stream.faust_offsets import guard_commits, shorten_fetch_wait, skip_empty_commits
 from app.stream.source_state import PartitionSources, decode_heartbeat, is_sources_key, sources_key
 from app.stream.stage2_outputs import SegmentOutputs
+from app.stream.stage2_reading import OffsetOrderReading, ReadRecord
 from schemas.heartbeat import WATERMARK_KEY
 from schemas.session import SessionShape
 from schemas.validation import decode
@@ -79,16 +59,7 @@ LARGE_STATE_BYTES = 512 * 1024
 CHECKPOINT_AFTER_S = 1.0  # a dirty segment is checkpointed on the next heartbeat after this
 
 
-class _Record:
-    """A record read and not acked yet; ``safe`` once a checkpoint holds it (or nothing must)."""
-
-    __slots__ = ("event", "safe", "record_ns", "beat")
-
-    def __init__(self, event, safe: bool, record_ns: int, beat: tuple[int, int] | None) -> None:
-        self.event, self.safe, self.record_ns, self.beat = event, safe, record_ns, beat
-
-
-class Stage2:
+class Stage2(OffsetOrderReading):
     def __init__(self, app, settings, topics, metrics, step: SegmentStep, updates=None,
                  capability: dict[str, float] | None = None, clock=time.monotonic,
                  wall=time.time) -> None:
@@ -103,8 +74,8 @@ class Stage2:
         self.sources = PartitionSources(self.table, settings)
         self.segments: dict[int, set[bytes]] = {}
         self.entries: dict[bytes, object] = {}  # live segment entries
-        self.unacked: dict[bytes, list[_Record]] = {}  # segment -> folded since its checkpoint
-        self.reading: dict[int, deque[_Record]] = {}  # partition -> not acked, in offset order
+        self.unacked: dict[bytes, list[ReadRecord]] = {}  # segment -> folded since its checkpoint
+        self.reading: dict[int, deque[ReadRecord]] = {}  # partition -> not acked, in offset order
         self.dirty_since: dict[bytes, float] = {}
         self.expected: dict[int, int] = {}  # partition -> next offset to handle (offset order)
         self.acked_upto: dict[int, int] = {}  # partition -> offset after the last record acked
@@ -152,7 +123,7 @@ class Stage2:
             record_ns = self._record_time(partition, message.offset, message.timestamp)
             await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
                           source=self.settings.topic_sessions, log=log)
-            record = _Record(event, self._held is None, record_ns, self._beat)
+            record = ReadRecord(event, self._held is None, record_ns, self._beat)
             self.reading.setdefault(partition, deque()).append(record)
             if self._held is not None:
                 held = self.unacked.setdefault(self._held, [])
@@ -160,76 +131,6 @@ class Stage2:
                 if len(held) >= CHECKPOINT_EVERY:
                     await self._checkpoint(self._held)
             await self._ack_safe(partition)
-
-    async def _in_order(self, event) -> bool:
-        """True if ``event`` is the next record of its partition to handle (then expected)."""
-        message = event.message
-        partition, offset = message.partition, message.offset
-        expected = self.expected.get(partition)
-        if expected is None:  # first record since the assignment: it must be the committed one
-            expected = await self._start(message.tp)
-            log.info("stage 2: %s[%s] first record %s, resuming at %s (handled up to %s)",
-                     message.topic, partition, offset, expected, self.resume.get(partition))
-            if expected is not None:  # kept while the records before this one are read again
-                self.expected[partition] = expected
-                if offset > expected:  # what the source watermarks were acked up to: no hole
-                    self._sought[partition] = expected
-        if expected is None or offset == expected:
-            self.expected[partition] = offset + 1
-            self._sought.pop(partition, None)
-            return True
-        if offset < expected:
-            return False  # delivered again: handled (in memory or in a checkpoint) already
-        # A hole: Faust skipped records. Seek back, and again for every later record that still
-        # comes first: Faust's fetcher may hand on records of a batch fetched before the seek,
-        # which moves its read offset past the hole again (the records read again are then
-        # dropped); after the last of them, the seek holds.
-        if self._sought.get(partition) != expected:
-            self._sought[partition] = expected
-            log.warning("stage 2: %s[%s] skipped from %s to %s; reading again from %s",
-                        message.topic, partition, expected, offset, expected)
-        try:
-            if not await seek_if_assigned(self.app.consumer, message.tp, expected):
-                log.info("stage 2: %s no longer assigned: its new owner reads it", message.tp)
-        except Exception as exc:  # noqa: BLE001 - a failed seek is retried on the next record
-            log.warning("stage 2: seek of %s to %s failed: %r", message.tp, expected, exc)
-        return False
-
-    async def _start(self, tp) -> int | None:
-        """Where to read ``tp`` from after an assignment: Faust's committed offset, or the
-        offset the checkpointed source watermarks were acked up to if that is earlier (the
-        records in between are read again for what their heartbeats said). The partition's
-        first offset when Faust does not know a committed one yet (nothing committed, or its
-        seek to the committed offsets still to come: what a checkpoint holds is skipped), or
-        the watermarks have no checkpoint (they are rebuilt from the start)."""
-        committed = committed_offset(getattr(self.app, "consumer", None), tp)
-        if committed is not None:
-            self.resume[tp.partition] = committed
-            if self.sources.has_checkpoint(tp.partition):
-                at = self.sources.resume_at(tp.partition)
-                return committed if at is None else min(at, committed)
-        try:
-            return (await self.app.consumer.earliest_offsets(tp)).get(tp)
-        except Exception:  # noqa: BLE001 - then trust Faust's first record, as before
-            log.exception("stage 2: no earliest offset of %s", tp)
-            return None
-
-    def _record_time(self, partition: int, offset: int, timestamp_s: float | None) -> int:
-        if timestamp_s is None or timestamp_s <= 0:
-            timestamp_s = self.wall()
-        record_ns = int(timestamp_s * 1e9)
-        self.sources.read(partition, offset, record_ns)
-        return record_ns
-
-    async def _ack_safe(self, partition: int) -> None:
-        """Ack the partition's records up to the first one no checkpoint holds yet."""
-        queue = self.reading.get(partition)
-        while queue and queue[0].safe:
-            record = queue.popleft()
-            event = record.event
-            self.sources.acked(partition, event.message.offset, record.record_ns, record.beat)
-            self.acked_upto[partition] = event.message.offset + 1
-            await self._stream.ack(event)
 
     async def handle(self, key: bytes | None, raw: bytes, partition: int, offset: int) -> None:
         beat = decode_heartbeat(raw, self.settings.spans_partitions) if key == WATERMARK_KEY else None
