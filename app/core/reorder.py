@@ -24,6 +24,8 @@ late, so order then depends on arrival; the counts say when that happened.
 ['A', 'C']
 >>> push(buf, (20, "z"), "Z")[1], buf.late        # behind what was released: passes, counted
 (['Z'], 1)
+>>> holds(buf, (45, "d")), holds(buf, (30, "c"))  # buffered; released
+(True, False)
 >>> drain(buf)[1]
 ['D']
 >>> for t in (50, 70, 60):
@@ -48,6 +50,13 @@ class ReorderState:
     released_upto: SortKey = (0, "")
     late: int = 0
     spilled: int = 0
+    # derived (not stored): the keys buffered, so one pushed twice is seen (``holds``) and
+    # never reaches the heap, whose items do not compare: (t, sid, item) twice raised TypeError
+    keys: set[SortKey] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.heap and not self.keys:
+            self.keys = {(t, sid) for t, sid, _ in self.heap}
 
     def to_dict(self) -> dict:
         return {"heap": [list(h) for h in sorted(self.heap)], "watermark": self.watermark,
@@ -62,12 +71,19 @@ class ReorderState:
                    spilled=d.get("spilled", 0))
 
 
+def holds(state: ReorderState, key: SortKey) -> bool:
+    """True if an item is buffered under ``key``."""
+    return key in state.keys
+
+
 def push(state: ReorderState, key: SortKey, item: Any) -> tuple[ReorderState, list]:
-    """Buffer ``item`` under ``key``; returns ``[item]`` only if it is already late."""
+    """Buffer ``item`` under ``key`` (not buffered yet: see ``holds``); returns ``[item]``
+    only if it is already late."""
     if key <= state.released_upto:
         state.late += 1
         return state, [item]
     heapq.heappush(state.heap, (key[0], key[1], item))
+    state.keys.add(key)
     if key[0] > state.watermark:  # max(), without the builtin's call (once per session)
         state.watermark = key[0]
     return state, []
@@ -88,7 +104,8 @@ def _release(state: ReorderState, upto_ns: int) -> list:
 def _pop(state: ReorderState) -> Any:
     """Take the earliest item out, and remember it as released."""
     t, sid, item = heapq.heappop(state.heap)
-    state.released_upto = (t, sid)
+    state.released_upto = key = (t, sid)
+    state.keys.discard(key)
     return item
 
 

@@ -36,9 +36,12 @@ from schemas.alert import Alert
 from schemas.session import SessionShape
 
 GAUGE_EVERY = 25  # sessions between quantile-gauge refreshes (reading sketches costs more than folding)
-# Sessions per segment remembered to drop one that stage 1 published twice: after a crash or
-# a rebalance stage 1 re-reads spans from its committed offset (at most broker_commit_every =
-# 1000 spans back) and may close, and publish, a session again at a new offset.
+# Released sessions per segment remembered to drop one that stage 1 published twice (a buffered
+# one is found in the buffer): after a crash or a rebalance stage 1 folds spans again from its
+# last checkpoint (``stage1_checkpoint_spans`` or ``stage1_checkpoint_s`` back) and may close,
+# and publish, a session again at a new offset. Counted at release, not arrival: while a span
+# partition is down its heartbeats stop and the segment releases (almost) nothing, so the
+# sessions other partitions send meanwhile do not push the first copy out.
 RECENT_SESSIONS = 1024
 
 
@@ -50,7 +53,7 @@ class SegmentEntry:
     # source partition -> last offset folded into this entry: a redelivered record at or
     # below it is already in the state (exactly-once results from at-least-once input)
     applied: dict[int, int] = field(default_factory=dict)
-    # session id -> end time of the latest RECENT_SESSIONS sessions accepted, oldest first
+    # session id -> end time of the latest RECENT_SESSIONS sessions released, oldest first
     # (ordered: the oldest goes in O(1); a dict's first key is found by a scan over the slots
     # its deletions left, until it is resized)
     recent: OrderedDict[str, int] = field(default_factory=OrderedDict)
@@ -186,8 +189,14 @@ class SegmentStep:
         if not ready:
             return res
         monitor, tracker = self.monitor, self.tracker
+        recent = entry.recent
         for item in ready:
             shape = item.shape if item.__class__ is _Held else SessionShape.model_validate(item)
+            sid = shape.session_id
+            recent.pop(sid, None)  # a reused id with another end time is a new session
+            recent[sid] = shape.end_time_unix_nano
+            if len(recent) > RECENT_SESSIONS:
+                recent.popitem(last=False)
             entry.monitor, alerts = monitor.fold(entry.monitor, shape)
             if alerts:
                 res.alerts.extend(alerts)
@@ -248,16 +257,9 @@ class _LazyStats(Mapping):
 
 
 def _duplicate(entry: SegmentEntry, shape: SessionShape) -> bool:
-    """True if ``shape`` (same session id and end time) was accepted recently; else remember it."""
+    """True if ``shape`` (same session id and end time) is buffered or was released recently."""
     sid, end = shape.session_id, shape.end_time_unix_nano
-    recent = entry.recent
-    if recent.get(sid) == end:
-        return True
-    recent.pop(sid, None)  # a reused id with another end time is a new session
-    recent[sid] = end
-    if len(recent) > RECENT_SESSIONS:
-        recent.popitem(last=False)
-    return False
+    return entry.recent.get(sid) == end or reorder.holds(entry.buffer, (end, sid))
 
 
 def _compact(shape: SessionShape | SessionValues) -> dict:

@@ -1,7 +1,8 @@
 """At-least-once input, exactly-once results: what the steps do with records seen twice.
 
 * stage 2 drops a session stage 1 published twice (same id and end time), also across a
-  checkpoint (dump/load); a reused id with another end time is a new session;
+  checkpoint (dump/load), while its first copy waits in the reorder buffer or is among the
+  latest ``RECENT_SESSIONS`` released; a reused id with another end time is a new session;
 * stage 1: a stored *closed* state (the worker stopped before Kafka had the session) is
   closed and published again when its span is replayed, and retired silently by the idle clock.
 """
@@ -81,12 +82,43 @@ def test_stage2_folds_a_republished_session_once():
     assert entry.monitor.sessions == 2
 
 
-def test_stage2_remembers_a_bounded_number_of_sessions():
+def test_stage2_remembers_a_bounded_number_of_released_sessions():
     step = SegmentStep.from_settings(Settings())
     entry = None
     for i in range(RECENT_SESSIONS + 10):
         entry = step.apply(entry, shape(i), WM).entry
     assert len(entry.recent) == RECENT_SESSIONS and "s0" not in entry.recent
+
+
+def test_a_copy_of_a_buffered_session_is_dropped_however_many_came_between():
+    """A span partition down (no heartbeats): sessions wait in the buffer by the thousand,
+    then stage 1 publishes one again. Remembered by its place in the buffer, not by
+    ``recent`` (two copies in the heap made the release raise TypeError, stalling the
+    segment), also across a checkpoint."""
+    step = SegmentStep.from_settings(Settings())
+    entry = step.apply(None, shape(0), None).entry
+    for i in range(1, RECENT_SESSIONS + 10):
+        entry = step.apply(entry, shape(i), None).entry
+    for _ in range(2):
+        res = step.apply(entry, shape(0), None)
+        assert res.released == [] and step.pending(res.entry) == RECENT_SESSIONS + 10
+        entry = step.load(step.dump(entry))
+    out = step.drain(entry)
+    assert [s.session_id for s in out.released] == [f"s{i}" for i in range(RECENT_SESSIONS + 10)]
+    assert out.entry.monitor.sessions == RECENT_SESSIONS + 10
+
+
+def test_a_copy_of_a_released_session_is_dropped_after_a_stall():
+    """Released, then a span partition stops: what the others send meanwhile waits in the
+    buffer, and ``recent`` counts releases, so the copy stage 1 sends after its restore is
+    still known (counted at arrival, it was forgotten and folded again, as late)."""
+    step = SegmentStep.from_settings(Settings())
+    entry = step.apply(None, shape(0), WM).entry
+    for i in range(1, RECENT_SESSIONS + 10):
+        entry = step.apply(entry, shape(i, end=WM + i), WM).entry  # beyond the watermark: held
+    res = step.apply(entry, shape(0), WM)
+    assert res.released == [] and res.entry.buffer.late == 0
+    assert res.entry.monitor.sessions == 1
 
 
 def test_recent_sessions_are_those_a_plain_dict_would_keep():

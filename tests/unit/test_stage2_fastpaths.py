@@ -7,7 +7,9 @@
   gate's exact short-window test made alerts earlier by design, when a metric's state
   gained its change hint, when the log-location test made a context_utilization alert
   come earlier, before three other metrics' alerts, and when a segment's state gained
-  ``changed_at``, its alerts unchanged), and equal the bytes of the same entry
+  ``changed_at``, its alerts unchanged; and when ``recent`` came to hold the sessions
+  released rather than those arrived: the worker hash with ``recent`` left out, and the
+  alerts, unchanged), and equal the bytes of the same entry
   holding plain data (the old representation).
 * ``RollingWindow.read`` is ``stats().get`` bit for bit; the tracker's incremental ``observe``
   is the straightforward one (kept below as the reference); ADWIN called directly is
