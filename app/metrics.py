@@ -124,6 +124,7 @@ class LoadshapeMetrics:
     sessions_closed: Counter
     late_spans: Counter
     sessions_spilled: Counter
+    sessions_late: Counter
     consumer_lag: Gauge
     alerts_published: Counter
     alerts_forwarded: Counter
@@ -186,6 +187,11 @@ class LoadshapeMetrics:
             sessions_spilled=Counter(
                 "loadshape_sessions_spilled_total", "Sessions stage 2 released unordered: the "
                 "segment's reorder buffer was full (reorder_max_held).", seg, registry=r),
+            sessions_late=Counter(
+                "loadshape_sessions_late_total", "Sessions stage 2 folded out of event-time "
+                "order: they arrived behind what the segment had released (a span partition "
+                "that lagged past the watermarks, or a copy stage 1 published again after more "
+                "sessions than stage 2 remembers).", seg, registry=r),
             consumer_lag=Gauge(
                 "loadshape_consumer_lag_messages", "Kafka consumer lag of this worker.",
                 ["topic", "partition"], registry=r),
@@ -217,6 +223,7 @@ class LoadshapeMetrics:
         if children is None:
             children = self.session_children[seg] = {}
             self.sessions_spilled.labels(seg)  # 0 from the segment's first session on
+            self.sessions_late.labels(seg)
         for metric, hist in self.session.items():
             value = shape.metric(metric)
             if value is not None:
@@ -285,6 +292,9 @@ class LoadshapeMetrics:
 
     def count_spilled(self, segment_key: str, n: int) -> None:
         self.sessions_spilled.labels(self.segments.label(segment_key)).inc(n)
+
+    def count_late_sessions(self, segment_key: str, n: int) -> None:
+        self.sessions_late.labels(self.segments.label(segment_key)).inc(n)
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(max(lag, 0))

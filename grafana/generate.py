@@ -238,13 +238,15 @@ def pipeline() -> dict:
         panel("Sessions closed per second", [target(
             f"sum by (closed_by) (rate(loadshape_sessions_closed_total[{RI}]))",
             "{{closed_by}}")], unit="ops"),
-        panel("Late spans, OTLP spans skipped, emitter drops, sessions spilled per second", [
+        panel("Late spans, OTLP spans skipped, emitter drops, sessions spilled or late per second", [
             target(f"sum(rate(loadshape_late_spans_total[{RI}]))", "late spans", "A"),
             target(f"sum(rate(loadshape_otlp_spans_skipped_total[{RI}]))", "OTLP non-GenAI", "B"),
             target(f"sum by (reason) (rate(loadshape_emitter_dropped_spans_total[{RI}]))",
                    "emitter drop {{reason}}", "C"),
             target(f"sum by (segment) (rate(loadshape_sessions_spilled_total[{RI}]))",
                    "spilled {{segment}}", "D"),
+            target(f"sum by (segment) (rate(loadshape_sessions_late_total[{RI}]))",
+                   "late sessions {{segment}}", "E"),
         ], unit="ops"),
         panel("Alerts published / forwarded per second", [
             target(f"sum by (kind) (rate(loadshape_alerts_published_total[{RI}]))",

@@ -76,6 +76,7 @@ class Step2Result:
     alerts: list[Alert] = field(default_factory=list)
     released: list[SessionShape] = field(default_factory=list)
     spilled: int = 0  # of ``released``: sessions the full reorder buffer let go before their bound
+    late: int = 0  # of ``released``: the one that arrived behind what was released already
     quantiles: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     episodes: dict[str, bool] = field(default_factory=dict)
     assumptions: dict[str, bool] = field(default_factory=dict)
@@ -164,9 +165,11 @@ class SegmentStep:
             # the slowest source holds the bound back this far: go on unordered (and say so)
             entry.buffer, spilled = reorder.spill(entry.buffer, self.max_held)
             res = self._fold(entry, late + ready + spilled)
-            res.spilled = len(spilled)
+            res.spilled, res.late = len(spilled), len(late)
             return res
-        return self._fold(entry, late + ready)
+        res = self._fold(entry, late + ready)
+        res.late = len(late)
+        return res
 
     def advance(self, entry: SegmentEntry, watermark_ns: int | None) -> Step2Result:
         """Event time moved on (a heartbeat): release what is now safe."""

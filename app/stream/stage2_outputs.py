@@ -43,6 +43,8 @@ class SegmentOutputs:
                 metrics.count_misroute(seg_key)
         if result.spilled:
             self._spilled(seg_key, result)
+        if result.late:
+            metrics.count_late_sessions(seg_key, result.late)
         for alert in result.alerts:
             metrics.count_alert_published(alert.kind)
             sent = await self.alerts_topic.send(key=seg, value=alert.model_dump_json().encode())

@@ -121,6 +121,14 @@ def test_a_copy_of_a_released_session_is_dropped_after_a_stall():
     assert res.entry.monitor.sessions == 1
 
 
+def test_a_session_behind_what_was_released_is_folded_at_once_and_counted_late():
+    step = SegmentStep.from_settings(Settings())
+    entry = step.apply(None, shape(5), WM).entry
+    res = step.apply(entry, shape(3), WM)  # the segment released s5 (end 6) already
+    assert [s.session_id for s in res.released] == ["s3"] and res.late == 1
+    assert res.entry.buffer.late == 1 and step.apply(res.entry, shape(7), WM).late == 0
+
+
 def test_recent_sessions_are_those_a_plain_dict_would_keep():
     # ``recent`` is ordered (the oldest goes in O(1)): it holds what the first version, a
     # plain dict losing its first key, held, in the same order, also across dump / load
