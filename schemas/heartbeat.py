@@ -7,8 +7,14 @@ A consumer of ``loadshape.sessions`` that wants sessions only skips records with
 whose value is a heartbeat (an agent may be called ``__watermark__``: its sessions carry the
 same key, and stage 2 folds them as sessions).
 
+``ck`` (optional) is the watermark of that partition's last durable stage-1 checkpoint: a
+session stage 1 closed at a lower watermark (the ``loadshape-closed-wm`` header of its record,
+``schemas.closed_wm``) is never published again, so stage 2 may forget it.
+
 >>> Heartbeat(src=1, wm=5).encode()
 b'{"src":1,"wm":5}'
+>>> Heartbeat(src=1, wm=5, ck=3).encode()
+b'{"src":1,"wm":5,"ck":3}'
 >>> Heartbeat.model_validate_json(b'{"src":1,"wm":5}') == Heartbeat(src=1, wm=5)
 True
 """
@@ -27,6 +33,10 @@ class Heartbeat(Contract):
     src: int = Field(ge=0, le=2**31 - 1, description="the agent.spans partition it reports on")
     wm: UnixNano = Field(description="that partition's event-time watermark: the latest span "
                          "end time folded (ns since the Unix epoch)")
+    ck: UnixNano | None = Field(None, description="the watermark of that partition's last "
+                                "durable stage-1 checkpoint (absent: none yet)")
 
     def encode(self) -> bytes:
-        return orjson.dumps({"src": self.src, "wm": self.wm})
+        if self.ck is None:
+            return orjson.dumps({"src": self.src, "wm": self.wm})
+        return orjson.dumps({"src": self.src, "wm": self.wm, "ck": self.ck})

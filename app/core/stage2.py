@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from app.core import reorder
+from app.core import copies, reorder
+from app.core.copies import RECENT_SESSIONS
 from app.core.limits import REORDER_MAX_HELD
 from app.core.segment import MonitorConfig, SegmentMonitor, SegmentState
 from app.core.session import SessionValues
@@ -36,13 +37,6 @@ from schemas.alert import Alert
 from schemas.session import SessionShape
 
 GAUGE_EVERY = 25  # sessions between quantile-gauge refreshes (reading sketches costs more than folding)
-# Released sessions per segment remembered to drop one that stage 1 published twice (a buffered
-# one is found in the buffer): after a crash or a rebalance stage 1 folds spans again from its
-# last checkpoint (``stage1_checkpoint_spans`` or ``stage1_checkpoint_s`` back) and may close,
-# and publish, a session again at a new offset. Counted at release, not arrival: while a span
-# partition is down its heartbeats stop and the segment releases (almost) nothing, so the
-# sessions other partitions send meanwhile do not push the first copy out.
-RECENT_SESSIONS = 1024
 
 
 @dataclass(slots=True)
@@ -57,6 +51,9 @@ class SegmentEntry:
     # (ordered: the oldest goes in O(1); a dict's first key is found by a scan over the slots
     # its deletions left, until it is resized)
     recent: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    # span partition -> session id -> (end time, watermark it closed at) of the sessions
+    # accepted that its stage 1 may still publish again (no durable checkpoint passed them)
+    may_repeat: dict[int, OrderedDict[str, tuple[int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.recent.__class__ is not OrderedDict:
@@ -127,7 +124,8 @@ class SegmentStep:
         raw = orjson.dumps({"reorder": plain.to_dict(), "monitor": entry.monitor.to_dict(),
                             "tracker": entry.tracker.to_dict(),
                             "applied": {str(p): o for p, o in entry.applied.items()},
-                            "recent": list(entry.recent.items())})
+                            "recent": list(entry.recent.items()),
+                            **copies.may_repeat_doc(entry.may_repeat)})
         # zlib, fastest level: an entry's reorder buffer holds every session the slowest span
         # partition has not passed (a backlog read unevenly: hundreds), and one Kafka message
         # is at most 1 MB; this JSON of shapes and sketches packs 4x and more
@@ -145,19 +143,31 @@ class SegmentStep:
         return SegmentEntry(reorder.ReorderState.from_dict(d["reorder"]),
                             SegmentState.from_dict(d["monitor"]), TrackerState.from_dict(d["tracker"]),
                             {int(p): o for p, o in d.get("applied", {}).items()},
-                            OrderedDict(d.get("recent", ())))
+                            OrderedDict(d.get("recent", ())),
+                            {int(src): OrderedDict((sid, (end, at)) for sid, end, at in held)
+                             for src, held in d.get("may_repeat", {}).items()})
 
     # --- steps ------------------------------------------------------------------------
     def apply(self, entry: SegmentEntry | None, shape: SessionShape | SessionValues,
-              watermark_ns: int | None) -> Step2Result:
+              watermark_ns: int | None, origin: tuple[int, int] | None = None,
+              checkpointed: Mapping[int, int] | None = None) -> Step2Result:
         """Buffer ``shape``; release what all sources' ``watermark_ns`` - lateness has passed.
 
         ``shape`` may be stage 1's unvalidated ``SessionValues`` (replay, in-process): the
         fold reads only its attributes, which are the same; it is validated only if an entry
-        holding it is dumped. ``released`` then holds it as it came."""
+        holding it is dumped. ``released`` then holds it as it came.
+
+        ``origin``: the span partition and watermark stage 1 closed it at (its record's
+        ``schemas.closed_wm`` header), ``checkpointed``: each span partition's last durable
+        checkpoint watermark (the heartbeats'). With them a copy stage 1 publishes again is
+        dropped however many sessions came between (see ``app.core.copies``)."""
         entry = entry if entry is not None else self.new(shape)
-        if _duplicate(entry, shape):
+        if origin is not None and copies.repeated(entry, shape, origin, checkpointed or {}):
             return Step2Result(entry=entry)  # published again by stage 1: folded once already
+        if copies.duplicate(entry, shape):
+            return Step2Result(entry=entry)  # published again by stage 1: folded once already
+        if origin is not None:
+            copies.remember_origin(entry, shape, origin, checkpointed or {})
         key = (shape.end_time_unix_nano, shape.session_id)
         entry.buffer, late = reorder.push(entry.buffer, key, _held(shape))
         entry.buffer, ready = reorder.release(entry.buffer, self._bound(watermark_ns))
@@ -257,12 +267,6 @@ class _LazyStats(Mapping):
 
     def __len__(self) -> int:
         return len(self._state.metrics or {})
-
-
-def _duplicate(entry: SegmentEntry, shape: SessionShape) -> bool:
-    """True if ``shape`` (same session id and end time) is buffered or was released recently."""
-    sid, end = shape.session_id, shape.end_time_unix_nano
-    return entry.recent.get(sid) == end or reorder.holds(entry.buffer, (end, sid))
 
 
 def _compact(shape: SessionShape | SessionValues) -> dict:

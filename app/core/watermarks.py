@@ -39,7 +39,7 @@ from __future__ import annotations
 
 class SourceWatermarks:
     __slots__ = ("expected", "idle_ns", "quiet_ns", "_wm", "_beat", "_first", "_since", "_now",
-                 "_clock")
+                 "_clock", "_ck")
 
     def __init__(self, *, expected: int, idle_ns: int, quiet_ns: int) -> None:
         self.expected, self.idle_ns, self.quiet_ns = expected, idle_ns, quiet_ns
@@ -49,6 +49,7 @@ class SourceWatermarks:
         self._since: int | None = None  # _clock at the first heartbeat
         self._now: int | None = None  # latest record time ticked
         self._clock = 0  # record time elapsed, each pause counted as at most quiet_ns / 4
+        self._ck: dict[int, int] = {}  # source -> watermark of its last durable checkpoint
 
     def tick(self, now_ns: int) -> None:
         """A record of this partition was read at record time ``now_ns``."""
@@ -58,15 +59,22 @@ class SourceWatermarks:
             self._clock += min(now_ns - self._now, -(-self.quiet_ns // 4))
             self._now = now_ns
 
-    def update(self, source: int, watermark_ns: int) -> None:
+    def update(self, source: int, watermark_ns: int, checkpointed_ns: int | None = None) -> None:
         """A heartbeat of ``source`` (after ``tick`` with its record time)."""
         if watermark_ns > self._wm.get(source, -1):
             self._wm[source] = watermark_ns
+        if checkpointed_ns is not None and checkpointed_ns > self._ck.get(source, -1):
+            self._ck[source] = checkpointed_ns
         self._beat[source] = self._clock
         if self._first is None or watermark_ns < self._first:
             self._first = watermark_ns
         if self._since is None:
             self._since = self._clock
+
+    def checkpointed(self) -> dict[int, int]:
+        """Source -> the watermark its last durable stage-1 checkpoint had reached (sessions
+        closed below it are never published again)."""
+        return self._ck
 
     def release_upto(self, *, lateness_ns: int) -> int | None:
         if not self._wm:
@@ -86,9 +94,12 @@ class SourceWatermarks:
         >>> again.to_dict() == wm.to_dict()
         True
         """
-        return {"wm": [[s, w] for s, w in self._wm.items()],
-                "beat": [[s, c] for s, c in self._beat.items()],
-                "first": self._first, "since": self._since, "now": self._now, "clock": self._clock}
+        d = {"wm": [[s, w] for s, w in self._wm.items()],
+             "beat": [[s, c] for s, c in self._beat.items()],
+             "first": self._first, "since": self._since, "now": self._now, "clock": self._clock}
+        if self._ck:
+            d["ck"] = [[s, w] for s, w in self._ck.items()]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, *, expected: int, idle_ns: int, quiet_ns: int) -> SourceWatermarks:
@@ -97,6 +108,7 @@ class SourceWatermarks:
         wm._beat = {int(s): int(c) for s, c in d["beat"]}
         wm._first, wm._since, wm._now = d["first"], d["since"], d["now"]
         wm._clock = int(d["clock"])
+        wm._ck = {int(s): int(w) for s, w in d.get("ck", ())}
         return wm
 
     def _idle(self, behind_ns: int, heard_at: int) -> bool:

@@ -53,11 +53,12 @@ def is_sources_key(key: bytes) -> bool:
 
 
 def decode_heartbeat(raw: bytes, spans_partitions: int) -> Decoded:
-    """A heartbeat's ``(source, watermark_ns)``, or why it is not one. A record that only looks
-    like one (``loadshape.sessions`` is open to any producer) must not become a source.
+    """A heartbeat's ``(source, watermark_ns, checkpointed_ns or None)``, or why it is not
+    one. A record that only looks like one (``loadshape.sessions`` is open to any producer)
+    must not become a source.
 
     >>> decode_heartbeat(b'{"src": 1, "wm": 5}', 2).value
-    (1, 5)
+    (1, 5, None)
     >>> bad = decode_heartbeat(b'{"src": 7, "wm": 5}', 2)
     >>> bad.field, bad.code, bad.reason
     ('src', 'invalid_heartbeat', 'src: not a span partition of 0..1 (got 7)')
@@ -73,7 +74,7 @@ def decode_heartbeat(raw: bytes, spans_partitions: int) -> Decoded:
     if beat.src >= spans_partitions:
         return Decoded(reason=f"src: not a span partition of 0..{spans_partitions - 1} (got {beat.src})",
                        field="src", code="invalid_heartbeat")
-    return Decoded(value=(beat.src, beat.wm))
+    return Decoded(value=(beat.src, beat.wm, beat.ck))
 
 
 class PartitionSources:
@@ -111,13 +112,14 @@ class PartitionSources:
         if not self._restored(partition, offset):
             self.of(partition).tick(record_ns)
 
-    def beat(self, partition: int, offset: int, source: int, watermark_ns: int) -> None:
+    def beat(self, partition: int, offset: int, source: int, watermark_ns: int,
+             checkpointed_ns: int | None = None) -> None:
         """The record read was a heartbeat of span partition ``source``."""
         if not self._restored(partition, offset):
-            self.of(partition).update(source, watermark_ns)
+            self.of(partition).update(source, watermark_ns, checkpointed_ns)
 
     def acked(self, partition: int, offset: int, record_ns: int,
-              beat: tuple[int, int] | None) -> None:
+              beat: tuple[int, int, int | None] | None) -> None:
         """Record ``offset`` was acked (in offset order): feed it to the checkpointed copy."""
         self.of(partition)
         upto = self._acked_upto[partition]

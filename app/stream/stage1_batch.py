@@ -148,8 +148,8 @@ class BatchStage1(PartitionOwnership, Service):
         futures = self.pending.setdefault(partition, [])
         send, dlq = self.producer.send, self.settings.topic_dlq
         try:
-            for topic, key, value, part in out:
-                sent = await send(topic, key=key, value=value, partition=part)
+            for topic, key, value, part, headers in out:
+                sent = await send(topic, key=key, value=value, partition=part, headers=headers)
                 # a dead letter the broker refuses (e.g. too large) must not stall the partition
                 futures.append(asyncio.ensure_future(_logged(sent)) if topic == dlq else sent)
         except Exception:  # noqa: BLE001 - the fold is ahead of what was sent: redo it
@@ -179,10 +179,11 @@ class BatchStage1(PartitionOwnership, Service):
         for p in partitions:
             if not await _all_acked(self.pending.pop(p, [])):
                 failed.add(p)
-        offsets_of, entries, meta = {}, {}, {}
+        offsets_of, watermark_of, entries, meta = {}, {}, {}, {}
         for p in sorted(partitions - failed):
             fold = self.folds[p]
             offsets_of[p] = fold.offset  # the offset these records hold
+            watermark_of[p] = fold.live.watermark  # and the watermark
             entries[p], meta[p] = entries_then_meta(fold.checkpoint_records())
         sent = await self._send_checkpoint(entries, failed)
         acked = [p for p in sent if await _all_acked(sent[p])]
@@ -193,6 +194,7 @@ class BatchStage1(PartitionOwnership, Service):
         for p, futures in written.items():
             if await _all_acked(futures):
                 self.folds[p].checkpointed = offsets_of[p]
+                self.folds[p].checkpointed_wm = watermark_of[p]
                 self.checkpointed_at[p] = now
                 offsets[TopicPartition(self.topic, p)] = offsets_of[p] + 1
             else:

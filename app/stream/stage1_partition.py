@@ -21,6 +21,7 @@ from app.core.stage1 import SessionStep
 from app.stream.deadletter import dead_letter, too_large
 from app.stream.session_store import PartitionMeta, Record, Restored, checkpoint_records
 from app.stream.sparse_warning import crossed_power_of_two
+from schemas import closed_wm
 from schemas.deadletter import DeadLetter
 from schemas.fastspan import decode_span_fast
 from schemas.heartbeat import WATERMARK_KEY, Heartbeat
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 128  # spans per partition between watermark heartbeats
 
-Send = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, partition (None: by key)
+# topic, key, value, partition (None: by key), headers
+Send = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 
 
 class PartitionFold:
@@ -44,6 +46,9 @@ class PartitionFold:
         self.live = LiveSessions(step, entries=restored.entries, watermark=meta.watermark)
         self.offset = meta.offset  # last offset handled (folded, dead-lettered or re-keyed)
         self.checkpointed = meta.offset  # last offset a written checkpoint holds
+        # the watermark of the last durable checkpoint (heartbeats say it: what closed below it
+        # is never published again); None before the first
+        self.checkpointed_wm: int | None = None if restored.meta is None else meta.watermark
         self.changed: set[str] = set()
         self.since_heartbeat = meta.since_heartbeat
         self.since_checkpoint = 0
@@ -79,7 +84,7 @@ class PartitionFold:
         skey = sid.encode()
         if key != skey:
             # A session's spans must meet in one partition: re-publish under the right key.
-            out.append((self.topic_spans, skey, raw, None))
+            out.append((self.topic_spans, skey, raw, None, None))
             return
         self.metrics.count_span(span.end_time_unix_nano)
         result = self.live.fold(span)
@@ -100,7 +105,7 @@ class PartitionFold:
 
     def _dead_letter(self, key: bytes | None, dl: DeadLetter, out: list[Send]) -> None:
         self.metrics.count_dead_letter(dl.reason_code)
-        out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None))
+        out.append((self.topic_dlq, key, dl.model_dump_json().encode(), None, None))
 
     def _changed(self, sid: str, result, out: list[Send]) -> None:
         self.changed.add(sid)
@@ -110,8 +115,9 @@ class PartitionFold:
                 self._evicted()
             self.metrics.count_session_closed("evicted" if result.outcome == "evicted"
                                               else shape.closed_by)
+            where = closed_wm.encode(self.partition, self.live.watermark)
             out.append((self.topic_sessions, shape.segment.key.encode(),
-                        shape.model_dump_json().encode(), None))
+                        shape.model_dump_json().encode(), None, [(closed_wm.HEADER, where)]))
 
     def _evicted(self) -> None:
         self.evictions += 1
@@ -130,9 +136,10 @@ class PartitionFold:
 
     def _heartbeat(self, out: list[Send]) -> None:
         """Tell every stage-2 partition how far this partition's event time has come."""
-        value = Heartbeat(src=self.partition, wm=self.live.watermark).encode()
+        value = Heartbeat(src=self.partition, wm=self.live.watermark,
+                          ck=self.checkpointed_wm).encode()
         for q in range(self.sessions_partitions):
-            out.append((self.topic_sessions, WATERMARK_KEY, value, q))
+            out.append((self.topic_sessions, WATERMARK_KEY, value, q, None))
 
     @property
     def behind(self) -> bool:

@@ -46,6 +46,7 @@ from app.stream.faust_offsets import guard_commits, shorten_fetch_wait, skip_emp
 from app.stream.source_state import PartitionSources, decode_heartbeat, is_sources_key, sources_key
 from app.stream.stage2_outputs import SegmentOutputs
 from app.stream.stage2_reading import OffsetOrderReading, ReadRecord
+from schemas import closed_wm
 from schemas.heartbeat import WATERMARK_KEY
 from schemas.session import SessionShape
 from schemas.validation import decode
@@ -83,7 +84,8 @@ class Stage2(OffsetOrderReading):
         self._sought: dict[int, int] = {}  # partition -> offset of the hole sought back to
         self._stream = None
         self._held: bytes | None = None  # segment whose checkpoint must hold the current record
-        self._beat: tuple[int, int] | None = None  # the current record's heartbeat (source, wm)
+        self._beat: tuple | None = None  # the current record's heartbeat (source, wm, ck)
+        self._headers = None  # the current record's Kafka headers
         app.agent(topics.sessions, name="stage2-segments")(self.run)
         app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -119,6 +121,7 @@ class Stage2(OffsetOrderReading):
                 continue
             self._held = self._beat = None
             message = event.message
+            self._headers = message.headers
             partition = message.partition
             record_ns = self._record_time(partition, message.offset, message.timestamp)
             await guarded(self.handle, event, dlq_topic=self.topics.dlq, metrics=self.metrics,
@@ -160,7 +163,9 @@ class Stage2(OffsetOrderReading):
         entry = self._entry(seg)
         if entry is not None and entry.seen(partition, offset):
             return  # redelivered after a crash: already in the checkpointed state
-        result = self.step.apply(entry, shape, self._watermark(partition))
+        origin = closed_wm.decode(self._headers, spans_partitions=self.settings.spans_partitions)
+        result = self.step.apply(entry, shape, self._watermark(partition), origin,
+                                 self.sources.of(partition).checkpointed())
         result.entry.mark(partition, offset)
         self._held = seg
         await self._emit(seg, result)
@@ -170,9 +175,10 @@ class Stage2(OffsetOrderReading):
         # delivered before the record is acked: a kill -9 may not lose it
         await (await self.topics.dlq.send(key=key, value=dl.model_dump_json().encode()))
 
-    async def _heartbeat(self, source: int, watermark_ns: int, partition: int, offset: int) -> None:
-        self.sources.beat(partition, offset, source, watermark_ns)
-        self._beat = (source, watermark_ns)
+    async def _heartbeat(self, source: int, watermark_ns: int, checkpointed_ns: int | None,
+                         partition: int, offset: int) -> None:
+        self.sources.beat(partition, offset, source, watermark_ns, checkpointed_ns)
+        self._beat = (source, watermark_ns, checkpointed_ns)
         upto = self._watermark(partition)
         now = self.clock()
         sources = sources_key(partition)

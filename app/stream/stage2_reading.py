@@ -37,7 +37,7 @@ class ReadRecord:
 
     __slots__ = ("event", "safe", "record_ns", "beat")
 
-    def __init__(self, event, safe: bool, record_ns: int, beat: tuple[int, int] | None) -> None:
+    def __init__(self, event, safe: bool, record_ns: int, beat: tuple | None) -> None:
         self.event, self.safe, self.record_ns, self.beat = event, safe, record_ns, beat
 
 

@@ -23,6 +23,7 @@ from app.core.stage2 import SegmentStep
 from app.metrics import LoadshapeMetrics
 from app.settings import Settings
 from app.stream.stage2 import WATERMARK_KEY, Stage2
+from schemas import closed_wm
 from schemas.common import Segment
 from schemas.session import SessionShape
 
@@ -37,6 +38,7 @@ class Msg:
     offset: int
     timestamp: float | None
     topic: str = TOPIC
+    headers: list[tuple[str, bytes]] | None = None
 
     @property
     def tp(self) -> TP:
@@ -211,14 +213,17 @@ class Log:
     def __init__(self) -> None:
         self.records: list[Event] = []
 
-    def session(self, s: SessionShape, ts: float) -> None:
-        self._add(s.segment.key.encode(), s.model_dump_json().encode(), ts)
+    def session(self, s: SessionShape, ts: float, closed: tuple[int, int] | None = None) -> None:
+        """``closed``: (span partition, watermark) for the ``loadshape-closed-wm`` header."""
+        headers = None if closed is None else [(closed_wm.HEADER, closed_wm.encode(*closed))]
+        self._add(s.segment.key.encode(), s.model_dump_json().encode(), ts, headers)
 
-    def beat(self, src: int, wm_ns: int, ts: float) -> None:
-        self._add(WATERMARK_KEY, orjson.dumps({"src": src, "wm": wm_ns}), ts)
+    def beat(self, src: int, wm_ns: int, ts: float, ck: int | None = None) -> None:
+        beat = {"src": src, "wm": wm_ns} if ck is None else {"src": src, "wm": wm_ns, "ck": ck}
+        self._add(WATERMARK_KEY, orjson.dumps(beat), ts)
 
-    def _add(self, key: bytes, value: bytes, ts: float) -> None:
-        self.records.append(Event(key, value, Msg(0, len(self.records), ts)))
+    def _add(self, key: bytes, value: bytes, ts: float, headers=None) -> None:
+        self.records.append(Event(key, value, Msg(0, len(self.records), ts, headers=headers)))
 
 
 END_NS = 10**6 * SEC  # a watermark past every session of these tests
@@ -242,6 +247,7 @@ def records_out_of_order(n_sessions: int = 900, lag: int = 6) -> list[Event]:
     """Span partition 0 closes the even sessions, partition 1 the odd ones, read ``lag``
     sessions late: a segment's sessions arrive out of event-time order and only the
     watermarks put them back in order. Segment "b" (one in three) mixes both partitions.
+    Sessions carry their ``loadshape-closed-wm`` header, heartbeats a checkpoint watermark.
     One malformed record, to be dead-lettered once."""
     order = []
     for i in range(n_sessions):
@@ -253,14 +259,14 @@ def records_out_of_order(n_sessions: int = 900, lag: int = 6) -> list[Event]:
     log, top = Log(), {0: None, 1: None}
     for k, i in enumerate(order):
         ts = 1000.0 + k * 0.01
-        log.session(shape(i, agent="b" if i % 3 == 1 else "a"), ts)
+        log.session(shape(i, agent="b" if i % 3 == 1 else "a"), ts, closed=(i % 2, i * SEC + 1))
         top[i % 2] = i
         if k == 333:
             log._add(b"a", b'{"session_id": "broken"', ts)
         if k % 5 == 4:
             for src, last in top.items():
-                if last is not None:
-                    log.beat(src, last * SEC + 1, ts)
+                if last is not None:  # durable checkpoints lag 20 sessions behind
+                    log.beat(src, last * SEC + 1, ts, ck=max(0, last - 20) * SEC)
     for src in (0, 1):
         log.beat(src, END_NS, 1000.0 + n_sessions * 0.01)
     return log.records

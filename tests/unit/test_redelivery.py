@@ -129,6 +129,34 @@ def test_a_session_behind_what_was_released_is_folded_at_once_and_counted_late()
     assert res.entry.buffer.late == 1 and step.apply(res.entry, shape(7), WM).late == 0
 
 
+def test_a_copy_with_its_closing_place_is_dropped_however_many_were_released_between():
+    """Stage 1 publishes again what it closed after its last durable checkpoint: an idle-closed
+    session ends ``session_idle_timeout_s`` behind the watermark, so many sessions of its
+    segment may be released between the two copies. With the ``loadshape-closed-wm`` header
+    the copy is still known; without it (``recent`` only) it was folded again, as late."""
+    step = SegmentStep.from_settings(Settings())
+    entry = step.apply(None, shape(0), WM, origin=(0, 100), checkpointed={}).entry
+    for i in range(1, RECENT_SESSIONS + 10):  # released at once, from another span partition
+        entry = step.apply(entry, shape(i), WM, origin=(1, 100 + i), checkpointed={}).entry
+    assert "s0" not in entry.recent
+    entry = step.load(step.dump(entry))  # a checkpoint and a restart in between
+    copy = step.apply(entry, shape(0), WM, origin=(0, 100), checkpointed={1: 5})
+    assert copy.released == [] and copy.entry.monitor.sessions == RECENT_SESSIONS + 10
+    blind = step.apply(copy.entry, shape(0), WM)  # no header: no longer known
+    assert blind.late == 1 and blind.entry.monitor.sessions == RECENT_SESSIONS + 11
+
+
+def test_what_a_durable_checkpoint_has_passed_is_forgotten():
+    step = SegmentStep.from_settings(Settings())
+    entry = step.apply(None, shape(0), WM, origin=(0, 100), checkpointed={}).entry
+    entry = step.apply(entry, shape(1), WM, origin=(0, 200), checkpointed={0: 100}).entry
+    assert list(entry.may_repeat[0]) == ["s0", "s1"]  # 100 is not below the checkpoint
+    entry = step.apply(entry, shape(2), WM, origin=(1, 7), checkpointed={0: 101, 1: 8}).entry
+    assert list(entry.may_repeat[0]) == ["s1"] and 1 not in entry.may_repeat
+    entry = step.apply(entry, shape(3), WM, origin=(0, 300), checkpointed={0: 301}).entry
+    assert entry.may_repeat == {} and "may_repeat" not in SegmentStep.document(step.dump(entry))
+
+
 def test_recent_sessions_are_those_a_plain_dict_would_keep():
     # ``recent`` is ordered (the oldest goes in O(1)): it holds what the first version, a
     # plain dict losing its first key, held, in the same order, also across dump / load

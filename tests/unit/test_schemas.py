@@ -117,12 +117,12 @@ def test_every_contract_exports_a_schema(name):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.integers(0, 2**63 - 1))
-def test_a_heartbeat_round_trips_through_its_bytes(src, wm):
+@given(st.integers(0, 2**31 - 1), st.integers(0, 2**63 - 1), st.none() | st.integers(0, 2**63 - 1))
+def test_a_heartbeat_round_trips_through_its_bytes(src, wm, ck):
     from app.stream.source_state import decode_heartbeat
     from schemas import Heartbeat
 
-    beat = Heartbeat(src=src, wm=wm)
+    beat = Heartbeat(src=src, wm=wm, ck=ck)
     assert Heartbeat.model_validate_json(beat.encode()) == beat
-    assert decode_heartbeat(beat.encode(), src + 1).value == (src, wm)
+    assert decode_heartbeat(beat.encode(), src + 1).value == (src, wm, ck)
     assert decode_heartbeat(beat.encode(), src).field == "src"  # not one of the partitions

@@ -102,7 +102,7 @@ def test_the_worker_dead_letters_what_replay_does():
     out = []
     for offset, raw in enumerate(lines()):
         fold.handle(b"big", raw, offset, out)
-    letters = [DeadLetter.model_validate_json(v) for t, _, v, _ in out if t == settings.topic_dlq]
+    letters = [DeadLetter.model_validate_json(v) for t, _, v, _, _ in out if t == settings.topic_dlq]
     replayed = []
     r = build_replayer(settings)
     r.sinks.dead_letter = replayed.append

@@ -39,7 +39,7 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None, asyncio.Future]] = []
 
-    async def send(self, topic, key=None, value=None, partition=None):
+    async def send(self, topic, key=None, value=None, partition=None, headers=None):
         fut = asyncio.get_running_loop().create_future()
         self.sent.append((topic, key, value, partition, fut))
         return fut

@@ -25,6 +25,7 @@ from app.settings import Settings
 from app.simulate import iter_records
 from app.stream.session_store import META_KEY, restore_records
 from app.stream.stage1_partition import HEARTBEAT_EVERY, WATERMARK_KEY, PartitionFold
+from schemas import closed_wm
 
 SETTINGS = Settings(session_idle_timeout_s=60.0)
 
@@ -53,7 +54,7 @@ def fold_all(fold: PartitionFold, records, out: list) -> None:
 
 
 def sessions_of(out) -> list[bytes]:
-    return [v for topic, k, v, _ in out if topic == SETTINGS.topic_sessions and k != WATERMARK_KEY]
+    return [v for topic, k, v, _, _ in out if topic == SETTINGS.topic_sessions and k != WATERMARK_KEY]
 
 
 def canonical(blobs) -> set[bytes]:
@@ -80,7 +81,7 @@ def test_one_partition_publishes_what_replay_closes():
 def test_heartbeats_keep_the_wire_format_and_follow_the_sessions_they_cover():
     fold, out = PartitionFold(2, SETTINGS, SessionStep.from_settings(SETTINGS), metrics()), []
     fold_all(fold, by_partition(workload(), 4)[2], out)
-    beats = [(i, v, part) for i, (t, k, v, part) in enumerate(out) if k == WATERMARK_KEY]
+    beats = [(i, v, part) for i, (t, k, v, part, _) in enumerate(out) if k == WATERMARK_KEY]
     spans = fold.offset + 1
     assert len(beats) == (spans // HEARTBEAT_EVERY) * SETTINGS.sessions_partitions
     first = [b for b in beats[:SETTINGS.sessions_partitions]]
@@ -90,7 +91,7 @@ def test_heartbeats_keep_the_wire_format_and_follow_the_sessions_they_cover():
     # every session sent before a heartbeat ended at or before that heartbeat's watermark
     for i, value, _ in beats:
         wm = orjson.loads(value)["wm"]
-        for topic, key, v, _ in out[:i]:
+        for topic, key, v, _, _ in out[:i]:
             if topic == SETTINGS.topic_sessions and key != WATERMARK_KEY:
                 assert orjson.loads(v)["end_time_unix_nano"] <= wm
 
@@ -102,9 +103,9 @@ def test_a_flushed_heartbeat_carries_the_watermark_of_every_span_folded_so_far()
     fold.flush_heartbeat(out)
     assert out == []  # nothing folded yet: nothing to tell
     fold_all(fold, records[:7], out)
-    assert not [k for _, k, _, _ in out if k == WATERMARK_KEY]
+    assert not [k for _, k, _, _, _ in out if k == WATERMARK_KEY]
     fold.flush_heartbeat(out)
-    beats = [(v, part) for _, k, v, part in out if k == WATERMARK_KEY]
+    beats = [(v, part) for _, k, v, part, _ in out if k == WATERMARK_KEY]
     assert [part for _, part in beats] == list(range(SETTINGS.sessions_partitions))
     assert {orjson.loads(v)["wm"] for v, _ in beats} == {fold.live.watermark} and fold.live.watermark
     assert fold.since_heartbeat == 0
@@ -113,7 +114,7 @@ def test_a_flushed_heartbeat_carries_the_watermark_of_every_span_folded_so_far()
     assert again == []  # no span since: no repeat
     # the regular heartbeat counts from the flush: 128 spans after it, not after the start
     fold_all(fold, records[7:], again)
-    assert len([k for _, k, _, _ in again if k == WATERMARK_KEY]) == 0
+    assert len([k for _, k, _, _, _ in again if k == WATERMARK_KEY]) == 0
     assert fold.since_heartbeat == HEARTBEAT_EVERY - 2
 
 
@@ -126,7 +127,7 @@ def test_bad_records_are_dead_lettered_and_miskeyed_ones_rekeyed():
     fold.handle(b"wrong", orjson.dumps(good), 11, out)
     fold.handle(b"sess", orjson.dumps(good), 12, out)
     fold.handle(b"sess", orjson.dumps(good), 12, out)  # redelivered offset: skipped
-    (dlq_topic, dlq_key, dl, _), (re_topic, re_key, re_value, re_part) = out
+    (dlq_topic, dlq_key, dl, _, _), (re_topic, re_key, re_value, re_part, _) = out
     assert (dlq_topic, dlq_key) == (SETTINGS.topic_dlq, b"k")
     dl = orjson.loads(dl)
     assert (dl["partition"], dl["offset"], dl["reason_code"]) == (1, 10, "invalid_json")
@@ -199,6 +200,29 @@ def test_crash_and_restore_publishes_what_an_uninterrupted_run_does(crash_at, ev
     assert any(key == META_KEY for key, _ in topic.records)
 
 
+@pytest.mark.parametrize("crash_at,every,partial", [(333, 100, None), (333, 100, 3), (700, 64, 1)])
+def test_a_session_published_again_carries_the_same_closed_wm_header(crash_at, every, partial):
+    """Stage 2 forgets a session only once a durable checkpoint passed the watermark it closed
+    at, and drops a copy it still remembers: a copy must say the same watermark, also after a
+    crash mid-checkpoint (entries newer than the meta record)."""
+    records = by_partition(workload(sessions=300, seed=5), 2)[0]
+    published, _ = run_with_crash(records, 0, crash_at=crash_at, every=every, partial=partial)
+    sessions = [(v, closed_wm.decode(headers, spans_partitions=2))
+                for topic, k, v, _, headers in published
+                if topic == SETTINGS.topic_sessions and k != WATERMARK_KEY]
+    seen: dict[bytes, set] = {}
+    for value, where in sessions:
+        seen.setdefault(value, set()).add(where)
+    assert len(seen) < len(sessions)  # some were published twice
+    assert all(len(h) == 1 and None not in h for h in seen.values())
+
+
+def without_ck(out: list) -> list:
+    """``out`` with the checkpoint watermark left out of its heartbeats."""
+    return [(t, k, orjson.dumps({f: x for f, x in orjson.loads(v).items() if f != "ck"})
+             if k == WATERMARK_KEY else v, p, h) for t, k, v, p, h in out]
+
+
 def test_restored_partition_resumes_exactly_where_the_checkpoint_ends():
     records = by_partition(workload(sessions=200, seed=9), 1)[0]
     step = SessionStep.from_settings(SETTINGS)
@@ -210,8 +234,13 @@ def test_restored_partition_resumes_exactly_where_the_checkpoint_ends():
     restored = restore_records(first.checkpoint_records())
     assert restored.meta.offset == 499 and restored.meta.watermark == first.live.watermark
     second = PartitionFold(0, SETTINGS, step, metrics(), restored)
+    first_out = len(out)
     fold_all(second, records, out)  # offsets 0..499 are skipped
-    assert out == out_whole  # the same sessions and heartbeats, in the same order
+    # the same sessions (with their headers) and heartbeats, in the same order; the restored
+    # fold's heartbeats also say its checkpoint's watermark (the uninterrupted one had none)
+    assert without_ck(out) == without_ck(out_whole)
+    later = [orjson.loads(v) for _, k, v, _, _ in out[first_out:] if k == WATERMARK_KEY]
+    assert later and all(b["ck"] == restored.meta.watermark for b in later)
     assert {k: v.to_bytes() for k, v in second.live.entries.items()} == \
         {k: v.to_bytes() for k, v in whole.live.entries.items()}
 

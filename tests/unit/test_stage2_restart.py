@@ -280,3 +280,30 @@ def test_sessions_of_a_segment_beyond_the_limit_are_dead_lettered():
     assert len(letters) == 50 and {d["reason_code"] for d in letters} == {"segment_limit"}
     assert {d["field"] for d in letters} == {"segment"} and "'b'" in letters[0]["reason"]
     assert w.stage2.entries[b"a"].monitor.sessions == 150
+
+
+@pytest.mark.parametrize("with_headers", [True, False])
+def test_a_copy_published_after_a_long_hand_over_is_folded_once(with_headers):
+    """Span partition 0's stage 1 dies after publishing session 10 and before checkpointing
+    past it; partition 1 goes on (its heartbeats say its durable checkpoints), and over a
+    thousand sessions of the segment are released; then 0's new owner publishes session 10
+    again. Its ``loadshape-closed-wm`` header makes it a known copy; a record without the
+    header is checked against the latest 1,024 released only, and folded again, late."""
+    log, n = Log(), 1120
+    for i in range(n):
+        src, ts = i % 2, 1000.0 + i * 0.01
+        log.session(shape(i, agent="a"), ts, closed=(src, i * SEC + 1) if with_headers else None)
+        if i == 1110:
+            log.session(shape(10, agent="a"), ts, closed=(0, 10 * SEC + 1) if with_headers else None)
+        if i % 5 == 4:
+            log.beat(0, i * SEC + 1, ts, ck=5 * SEC)  # its checkpoint stays before session 10
+            log.beat(1, i * SEC + 1, ts, ck=(i - 40) * SEC)
+    for src in (0, 1):
+        log.beat(src, END_NS, 1000.0 + n * 0.01)
+    w = Worker(Table(), {})
+    w.run(log.records)
+    entry = w.stage2.entries[b"a"]
+    assert entry.monitor.sessions == (n if with_headers else n + 1)
+    assert entry.buffer.late == (0 if with_headers else 1)
+    if with_headers:  # partition 1's checkpoints let stage 2 forget; 0's held back
+        assert len(entry.may_repeat.get(1, ())) <= 25 and "s10" in entry.may_repeat[0]
