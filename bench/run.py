@@ -126,8 +126,11 @@ FINDINGS = """\
   it; stage 1 alone gave up some CPU to the stage 2 that now runs beside it there, 74,252
   against 77,553, and the worker / raw consumer ratio came out at 0.465x; 19:25: 29,057
   and 29,293, stage 1 81,758, 0.538x; 21:29: 32,046 and 29,305, stage 1 91,419, 0.570x;
-  23:26: 31,459 and 28,366, stage 1 88,885, 0.550x; this run: 31,433 and 27,146, stage 1
-  75,766, 0.450x),
+  23:26: 31,459 and 28,366, stage 1 88,885, 0.550x; 23:53: 31,433 and 27,146, stage 1
+  75,766, 0.450x; this run, 2026-11-30 01:57, after stage 2's restart and copy handling
+  changed: 26,672 and 27,520, stage 1 80,575, 0.513x; side by side, alternating, the 23:53
+  code reached "done" at 28,857, 25,680 and 28,864 spans/s and this run's code at 28,274,
+  27,459 and 26,094: medians 4.8% apart, ranges overlapping),
   but at first the kill -9 group test
   (`test_group_member_killed_and_restarted_equals_one_worker`) failed 2 of 14 runs against 10
   of 10 passes without, and it was reverted. The survivor had read its partitions to the end
@@ -136,9 +139,10 @@ FINDINGS = """\
   once, so after a hand-over a span partition whose last heartbeat lay before the committed
   offset stayed unknown, and the new owner held back sessions the old one had released (a
   unit test over the real shell reproduces it at four crash points). They are now
-  checkpointed with the segments (`app/stream/source_state.py`) and a heartbeat is acked only
-  once a checkpoint holds it; with that the 100 ms wait is back, and the group kill test
-  passed 35 of 35 runs (while another job shared the machine).
+  checkpointed with the segments (`app/stream/source_state.py`; since 2026-11-30 as of the
+  records acked, with the offset a new owner reads again from, so that a session read again
+  also meets the watermark it met the first time); with that the 100 ms wait is back, and the
+  group kill test passed 35 of 35 runs (while another job shared the machine).
 * **A segment's state is one Kafka message** (1 MB at most). At 21:10 on 2026-11-29 make
   bench's throughput run crashed the worker (`MessageSizeTooLargeError`, 1,025,152 bytes; the 19:25
   code did the same when run again): the pre-loaded backlog was read unevenly, the span
@@ -153,7 +157,8 @@ FINDINGS = """\
 * **The pre-loaded stage-1 row is bimodal here** (how the fetches interleave the
   partitions): one tree measured 72,973 and 87,454 spans/s back to back, and make bench at
   23:02 drew 71,795 (worker / raw consumer 0.418x). The row is now the median of 3 runs;
-  this run's three were 72,392, 75,766 and 80,544 (0.450x against a raw consumer at 168,355).
+  the 23:53 run's three were 72,392, 75,766 and 80,544 (0.450x against a raw consumer at
+  168,355), this run's 79,219, 80,575 and 83,474 (0.513x against 157,079).
   Side by side right after, alternating, the code before this run's last change (growing
   window rings) measured 76,552, 81,799 and 76,272, and this run's code 79,157, 86,294 and
   70,402: the spread, not a regression.
@@ -214,7 +219,9 @@ FINDINGS = """\
   sessions per partition +0.22%): 13,925M instructions, the same alerts; make bench at 23:26
   measured 155,989 spans/s, with its decode floors on unchanged code 4-7% below the 21:29
   run's. Then window rings that grow as values come instead of being preallocated (-0.61%;
-  a fresh segment ~188 -> ~20 KB live): 13,844M. This run: 162,055 spans/s. Where the time goes (by
+  a fresh segment ~188 -> ~20 KB live): 13,844M; make bench at 23:53: 162,055 spans/s. Then
+  (2026-11-30) stage 2's buffer key set, recent ids counted at release, and the copy check:
+  13,904M (+0.43%), the same alerts. This run: 161,518 spans/s. Where the time goes (by
   instructions): decoding and reading ~23% (mostly msgspec's C code), the span fold ~30%,
   stage 2 ~48%, of which the per-metric fold (window, CUSUMs, gate) ~36% and river's ADWIN
   ~3%, the assumption checks ~7%. Each idea left was measured at about 1% or less: an exact
