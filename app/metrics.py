@@ -125,6 +125,7 @@ class LoadshapeMetrics:
     late_spans: Counter
     sessions_spilled: Counter
     sessions_late: Counter
+    sessions_copies: Counter
     consumer_lag: Gauge
     alerts_published: Counter
     alerts_forwarded: Counter
@@ -192,6 +193,10 @@ class LoadshapeMetrics:
                 "order: they arrived behind what the segment had released (a span partition "
                 "that lagged past the watermarks, or a copy stage 1 published again after more "
                 "sessions than stage 2 remembers).", seg, registry=r),
+            sessions_copies=Counter(
+                "loadshape_sessions_copies_dropped_total", "Sessions stage 2 dropped as copies "
+                "stage 1 published again (it folds again from its checkpoint after a crash or "
+                "a rebalance).", seg, registry=r),
             consumer_lag=Gauge(
                 "loadshape_consumer_lag_messages", "Kafka consumer lag of this worker.",
                 ["topic", "partition"], registry=r),
@@ -224,6 +229,7 @@ class LoadshapeMetrics:
             children = self.session_children[seg] = {}
             self.sessions_spilled.labels(seg)  # 0 from the segment's first session on
             self.sessions_late.labels(seg)
+            self.sessions_copies.labels(seg)
         for metric, hist in self.session.items():
             value = shape.metric(metric)
             if value is not None:
@@ -295,6 +301,9 @@ class LoadshapeMetrics:
 
     def count_late_sessions(self, segment_key: str, n: int) -> None:
         self.sessions_late.labels(self.segments.label(segment_key)).inc(n)
+
+    def count_copies(self, segment_key: str, n: int) -> None:
+        self.sessions_copies.labels(self.segments.label(segment_key)).inc(n)
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(max(lag, 0))

@@ -238,7 +238,7 @@ def pipeline() -> dict:
         panel("Sessions closed per second", [target(
             f"sum by (closed_by) (rate(loadshape_sessions_closed_total[{RI}]))",
             "{{closed_by}}")], unit="ops"),
-        panel("Late spans, OTLP spans skipped, emitter drops, sessions spilled or late per second", [
+        panel("Late spans, OTLP spans skipped, emitter drops, sessions spilled, late or copies per second", [
             target(f"sum(rate(loadshape_late_spans_total[{RI}]))", "late spans", "A"),
             target(f"sum(rate(loadshape_otlp_spans_skipped_total[{RI}]))", "OTLP non-GenAI", "B"),
             target(f"sum by (reason) (rate(loadshape_emitter_dropped_spans_total[{RI}]))",
@@ -247,6 +247,8 @@ def pipeline() -> dict:
                    "spilled {{segment}}", "D"),
             target(f"sum by (segment) (rate(loadshape_sessions_late_total[{RI}]))",
                    "late sessions {{segment}}", "E"),
+            target(f"sum by (segment) (rate(loadshape_sessions_copies_dropped_total[{RI}]))",
+                   "copies dropped {{segment}}", "F"),
         ], unit="ops"),
         panel("Alerts published / forwarded per second", [
             target(f"sum by (kind) (rate(loadshape_alerts_published_total[{RI}]))",

@@ -74,6 +74,7 @@ class Step2Result:
     released: list[SessionShape] = field(default_factory=list)
     spilled: int = 0  # of ``released``: sessions the full reorder buffer let go before their bound
     late: int = 0  # of ``released``: the one that arrived behind what was released already
+    copies: int = 0  # the session applied was a copy stage 1 published again: dropped
     quantiles: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     episodes: dict[str, bool] = field(default_factory=dict)
     assumptions: dict[str, bool] = field(default_factory=dict)
@@ -162,10 +163,9 @@ class SegmentStep:
         checkpoint watermark (the heartbeats'). With them a copy stage 1 publishes again is
         dropped however many sessions came between (see ``app.core.copies``)."""
         entry = entry if entry is not None else self.new(shape)
-        if origin is not None and copies.repeated(entry, shape, origin, checkpointed or {}):
-            return Step2Result(entry=entry)  # published again by stage 1: folded once already
-        if copies.duplicate(entry, shape):
-            return Step2Result(entry=entry)  # published again by stage 1: folded once already
+        if (origin is not None and copies.repeated(entry, shape, origin, checkpointed or {})
+                or copies.duplicate(entry, shape)):
+            return Step2Result(entry=entry, copies=1)  # published again: folded once already
         if origin is not None:
             copies.remember_origin(entry, shape, origin, checkpointed or {})
         key = (shape.end_time_unix_nano, shape.session_id)

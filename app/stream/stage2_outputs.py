@@ -45,6 +45,8 @@ class SegmentOutputs:
             self._spilled(seg_key, result)
         if result.late:
             metrics.count_late_sessions(seg_key, result.late)
+        if result.copies:
+            metrics.count_copies(seg_key, result.copies)
         for alert in result.alerts:
             metrics.count_alert_published(alert.kind)
             sent = await self.alerts_topic.send(key=seg, value=alert.model_dump_json().encode())

@@ -80,7 +80,7 @@ def test_missing_values_are_not_observed(reg):
     assert reg.get_sample_value("loadshape_session_fanout_count", {"segment": "dev"}) == 1.0
 
 
-def test_spilled_and_late_sessions_count_from_zero_per_segment(reg):
+def test_spilled_late_and_copied_sessions_count_from_zero_per_segment(reg):
     # a series at 0 from the segment's first session: the alert rule's increase() and the
     # dashboard see the first spill, and a healthy pipeline still draws the panel
     m = LoadshapeMetrics.create(reg, max_segments=5)
@@ -92,6 +92,9 @@ def test_spilled_and_late_sessions_count_from_zero_per_segment(reg):
     assert get("loadshape_sessions_late_total", {"segment": "dev"}) == 0.0
     m.count_late_sessions("dev", 2)
     assert get("loadshape_sessions_late_total", {"segment": "dev"}) == 2.0
+    assert get("loadshape_sessions_copies_dropped_total", {"segment": "dev"}) == 0.0
+    m.count_copies("dev", 1)
+    assert get("loadshape_sessions_copies_dropped_total", {"segment": "dev"}) == 1.0
 
 
 def test_segment_labels_are_bounded_first_come_first_served(reg):

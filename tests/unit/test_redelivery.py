@@ -75,7 +75,8 @@ def test_a_full_reorder_buffer_spills_the_earliest_and_loses_nothing():
 def test_stage2_folds_a_republished_session_once():
     step = SegmentStep.from_settings(Settings())
     entry = step.apply(None, shape(1), WM).entry
-    assert step.apply(entry, shape(1), WM).released == []  # the duplicate
+    again = step.apply(entry, shape(1), WM)
+    assert again.released == [] and again.copies == 1  # the duplicate
     entry = step.load(step.dump(entry))  # a checkpoint and a restart in between
     assert step.apply(entry, shape(1), WM).released == []
     assert len(step.apply(entry, shape(1, end=99), WM).released) == 1  # same id, new session

@@ -305,5 +305,7 @@ def test_a_copy_published_after_a_long_hand_over_is_folded_once(with_headers):
     entry = w.stage2.entries[b"a"]
     assert entry.monitor.sessions == (n if with_headers else n + 1)
     assert entry.buffer.late == (0 if with_headers else 1)
+    copies = w.stage2.metrics.sessions_copies.labels("a")._value.get()
+    assert copies == (1 if with_headers else 0)  # loadshape_sessions_copies_dropped_total
     if with_headers:  # partition 1's checkpoints let stage 2 forget; 0's held back
         assert len(entry.may_repeat.get(1, ())) <= 25 and "s10" in entry.may_repeat[0]
