@@ -224,10 +224,12 @@ def test_group_hand_overs_mid_stream_publish_the_replayed_sessions(kafka_setting
             settings, settings.topic_alerts, timeout=30,
             until=lambda recs: want_alerts <= {r["value"]["alert_id"] for r in recs})]
         a_cmp = compare(alerts, ref.alerts, "alert_id")
-        late = sum(scrape_metrics(p).get("loadshape_sessions_late_total", 0.0) for p in ports)
+        scraped = [scrape_metrics(p) for p in ports]
+        late = sum(m.get("loadshape_sessions_late_total", 0.0) for m in scraped)
+        copies = sum(m.get("loadshape_sessions_copies_dropped_total", 0.0) for m in scraped)
         print(f"group hand-overs: {len(ref.alerts)} alerts expected, {len(alerts)} published "
-              f"({a_cmp.duplicates} identical duplicates); sessions folded late by a and b2: "
-              f"{late:.0f}")
+              f"({a_cmp.duplicates} identical duplicates); by a and b2, sessions folded late: "
+              f"{late:.0f}, copies dropped: {copies:.0f}")
         assert a_cmp.equal, describe(a_cmp, "alerts") + "".join(
             f"\n{what} {x['kind']} {x.get('assumption_id')} {x['segment']} at {x['detected_at']} "
             f"({x.get('session_id')})" for what, recs in (("extra", a_cmp.unexpected),
