@@ -14,7 +14,8 @@ checkpoint held yet could be committed over, and a kill -9 then lost it.
 Faust does not deliver every record, and acks some itself: its stream iterator skips (and acks,
 "otherwise the lag would increase") a record read while flow control is suspended or of an
 older consumer generation, i.e. around a rebalance, and may deliver a record twice. So the
-shell (1) handles a partition's records strictly in offset order from Faust's committed offset:
+shell (1) handles a partition's records strictly in offset order from where ``_start`` says
+(Faust's committed offset, or the earlier offset the source watermarks were checkpointed at):
 a record delivered again is dropped; after a hole it seeks back (``seek_if_assigned``) to
 the first record it has not handled and drops what comes until that record does; and (2)
 lets Faust commit no further than the records it acked itself (``guard_commits``): Faust's
