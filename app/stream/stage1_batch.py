@@ -179,11 +179,10 @@ class BatchStage1(PartitionOwnership, Service):
         for p in partitions:
             if not await _all_acked(self.pending.pop(p, [])):
                 failed.add(p)
-        offsets_of, watermark_of, entries, meta = {}, {}, {}, {}
+        held, entries, meta = {}, {}, {}
         for p in sorted(partitions - failed):
             fold = self.folds[p]
-            offsets_of[p] = fold.offset  # the offset these records hold
-            watermark_of[p] = fold.live.watermark  # and the watermark
+            held[p] = (fold.offset, fold.live.watermark)  # what these records hold
             entries[p], meta[p] = entries_then_meta(fold.checkpoint_records())
         sent = await self._send_checkpoint(entries, failed)
         acked = [p for p in sent if await _all_acked(sent[p])]
@@ -193,10 +192,10 @@ class BatchStage1(PartitionOwnership, Service):
         now = time.monotonic()
         for p, futures in written.items():
             if await _all_acked(futures):
-                self.folds[p].checkpointed = offsets_of[p]
-                self.folds[p].checkpointed_wm = watermark_of[p]
+                fold = self.folds[p]
+                fold.checkpointed, fold.checkpointed_wm = held[p]
                 self.checkpointed_at[p] = now
-                offsets[TopicPartition(self.topic, p)] = offsets_of[p] + 1
+                offsets[TopicPartition(self.topic, p)] = fold.checkpointed + 1
             else:
                 failed.add(p)
         if offsets:
