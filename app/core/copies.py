@@ -67,6 +67,13 @@ def may_repeat_doc(may_repeat: dict[int, OrderedDict[str, tuple[int, int]]]) -> 
                            for src, held in may_repeat.items()}}
 
 
+def may_repeat_of(doc: dict) -> dict[int, OrderedDict[str, tuple[int, int]]]:
+    """``may_repeat`` from a stored entry's document (``may_repeat_doc``'s form; none there:
+    empty)."""
+    return {int(src): OrderedDict((sid, (end, at)) for sid, end, at in held)
+            for src, held in doc.get("may_repeat", {}).items()}
+
+
 def duplicate(entry, shape) -> bool:
     """True if ``shape`` (same session id and end time) is buffered or was released recently."""
     sid, end = shape.session_id, shape.end_time_unix_nano

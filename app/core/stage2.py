@@ -144,9 +144,7 @@ class SegmentStep:
         return SegmentEntry(reorder.ReorderState.from_dict(d["reorder"]),
                             SegmentState.from_dict(d["monitor"]), TrackerState.from_dict(d["tracker"]),
                             {int(p): o for p, o in d.get("applied", {}).items()},
-                            OrderedDict(d.get("recent", ())),
-                            {int(src): OrderedDict((sid, (end, at)) for sid, end, at in held)
-                             for src, held in d.get("may_repeat", {}).items()})
+                            OrderedDict(d.get("recent", ())), copies.may_repeat_of(d))
 
     # --- steps ------------------------------------------------------------------------
     def apply(self, entry: SegmentEntry | None, shape: SessionShape | SessionValues,
